@@ -1,0 +1,76 @@
+/**
+ * Progress lines with elapsed time and an estimate of what remains, for long loops
+ * (calibration passes, shots, evaluations).
+ *
+ * @module
+ */
+
+/**
+ * Formats seconds as `12.3s`, `4m05s` or `2h03m`.
+ * @param seconds a duration
+ * @example
+ * ```ts
+ * formatDuration(245); // "4m05s"
+ * ```
+ */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return "?";
+  if (seconds < 60) return `${seconds.toFixed(1)}s`;
+  const m = Math.floor(seconds / 60);
+  if (m < 60) return `${m}m${String(Math.floor(seconds % 60)).padStart(2, "0")}s`;
+  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, "0")}m`;
+}
+
+/**
+ * Tracks a loop of `total` steps and produces lines like
+ * `eval wikitext2: 12/80 windows, 3.1s elapsed, ~17.6s left`.
+ *
+ * @example
+ * ```ts
+ * const p = new Progress("calibration", 4, "sequences");
+ * p.line(1); // "calibration: 1/4 sequences, 0.0s elapsed, ~0.0s left"
+ * ```
+ */
+export class Progress {
+  readonly #start = performance.now();
+  #lastPrint = -Infinity;
+
+  /**
+   * @param label what is being done
+   * @param total number of steps
+   * @param unit what a step is called
+   */
+  constructor(readonly label: string, readonly total: number, readonly unit = "steps") {}
+
+  /** Seconds since construction. */
+  get elapsed(): number {
+    return (performance.now() - this.#start) / 1000;
+  }
+
+  /**
+   * The progress line after `done` steps.
+   * @param done steps completed
+   * @param extra text appended after the counts (e.g. a running perplexity)
+   */
+  line(done: number, extra = ""): string {
+    const el = this.elapsed;
+    const left = done > 0 ? (el / done) * (this.total - done) : NaN;
+    const tail = done >= this.total ? "done" : `~${formatDuration(left)} left`;
+    return `${this.label}: ${done}/${this.total} ${this.unit}${extra ? ", " + extra : ""}, ` +
+      `${formatDuration(el)} elapsed, ${tail}`;
+  }
+
+  /**
+   * Like {@link line}, but returns null when the previous line was printed less than
+   * `everySeconds` ago (the first and the last step always print).
+   * @param done steps completed
+   * @param extra text appended after the counts
+   * @param everySeconds minimum spacing of lines
+   */
+  throttled(done: number, extra = "", everySeconds = 2): string | null {
+    const now = performance.now() / 1000;
+    if (done > 1 && done < this.total && now - this.#lastPrint < everySeconds) return null;
+    this.#lastPrint = now;
+    return this.line(done, extra);
+  }
+}
