@@ -432,18 +432,24 @@ Deno.test("sampleLabels draws by inverse CDF without replacement; rows past vali
   }
 });
 
-function geluRef(x: number) {
-  // erf by its Taylor/continued expansion is overkill: use a high-precision series.
-  let s = 0, term = x / Math.SQRT2, n = 0;
-  const y = x / Math.SQRT2;
-  term = y;
-  while (Math.abs(term) > 1e-17 * Math.abs(s) || n < 5) {
-    s += term / (2 * n + 1);
-    n++;
-    term *= -y * y / n;
-    if (n > 200) break;
+/** erfc in float64: Taylor series for |y| < 2, continued fraction beyond (no cancellation). */
+function erfcRef(y: number): number {
+  if (y < 0) return 2 - erfcRef(-y);
+  if (y < 2) {
+    let s = 0, term = y;
+    for (let n = 0; n < 80; n++) {
+      s += term / (2 * n + 1);
+      term *= -y * y / (n + 1);
+    }
+    return 1 - (2 / Math.sqrt(Math.PI)) * s;
   }
-  return 0.5 * x * (1 + (2 / Math.sqrt(Math.PI)) * s);
+  let f = y;
+  for (let k = 80; k >= 1; k--) f = y + (k / 2) / f;
+  return Math.exp(-y * y) / Math.sqrt(Math.PI) / f;
+}
+
+function geluRef(x: number) {
+  return 0.5 * x * erfcRef(-x / Math.SQRT2);
 }
 
 Deno.test("relu, gelu (erf) and swiglu forward/backward vs float64 and finite differences", async () => {
