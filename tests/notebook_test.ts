@@ -69,15 +69,29 @@ Deno.test("surgeon.ipynb cells have unique valid ids, list sources and no stored
   });
 });
 
+/** The code cells joined into one module, with imports relative to examples/ made absolute. */
+function notebookModule(cells: Cell[]): string {
+  const examples = new URL("../examples/", import.meta.url);
+  const code = cells.filter((c) => c.cell_type === "code").map(sourceText).join("\n\n");
+  return code.replace(
+    /(["'])(\.\.?\/[^"']*)\1/g,
+    (_m, quote: string, rel: string) => `${quote}${new URL(rel, examples).href}${quote}`,
+  ) + "\nexport {};\n";
+}
+
 Deno.test("surgeon.ipynb code cells type-check as one module", async () => {
   const nb = await readNotebook();
-  const code = nb.cells.filter((c) => c.cell_type === "code").map(sourceText).join("\n\n");
-  // Written next to the notebook so its relative imports resolve; removed afterwards.
-  const tmp = fromFileUrl(new URL(`../examples/.nb_check_${Deno.pid}.ts`, import.meta.url));
-  await Deno.writeTextFile(tmp, `${code}\nexport {};\n`);
+  const dir = await Deno.makeTempDir({ prefix: "nb_check_" });
+  const tmp = `${dir}/surgeon_notebook.ts`;
+  await Deno.writeTextFile(tmp, notebookModule(nb.cells));
   try {
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["check", "--quiet", tmp],
+      args: [
+        "check",
+        "--quiet",
+        `--config=${fromFileUrl(new URL("../deno.json", import.meta.url))}`,
+        tmp,
+      ],
       stdout: "piped",
       stderr: "piped",
       env: { NO_COLOR: "1" },
@@ -85,6 +99,6 @@ Deno.test("surgeon.ipynb code cells type-check as one module", async () => {
     const log = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
     assert.equal(out.code, 0, `deno check of the notebook's code cells failed:\n${log}`);
   } finally {
-    await Deno.remove(tmp).catch(() => {});
+    await Deno.remove(dir, { recursive: true });
   }
 });
