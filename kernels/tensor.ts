@@ -139,7 +139,9 @@ export class Tensor {
     if (offset + view.length > this.size) {
       throw new GpuError(this.name, `write of ${view.length} elements at ${offset} overflows size ${this.size}`);
     }
-    // writeBuffer needs a multiple of 4 bytes: always true for 4-byte elements.
+    // writeBuffer needs a multiple of 4 bytes: always true for 4-byte elements. A zero-byte
+    // writeBuffer panics Deno 2.9.6 (ext/webgpu/queue.rs), so skip empty writes.
+    if (view.length === 0) return;
     this.rt.write(this.buffer, offset * 4, view);
   }
 
