@@ -1,0 +1,588 @@
+/**
+ * Private GPU helpers of the curvature and pruner layers: small WGSL kernels that the shared
+ * `kernels/` core does not (yet) offer — row scaling, row/column dot products, batched sums of
+ * squares, non-finite flags, 2-D maps with row/column vectors, row gathers and scatters, and
+ * order-preserving radix selection over many tensors.
+ *
+ * Everything here only records dispatches; nothing waits for the GPU except the functions that
+ * say they read back.
+ *
+ * @module
+ */
+import { f32, GpuError, grid, packParams, type Runtime } from "../kernels/device.ts";
+import { Tensor } from "../kernels/tensor.ts";
+
+const WG = 256;
+
+function dims(t: Tensor): [number, number] {
+  return [t.rows, t.cols];
+}
+
+function dispatch1d(
+  rt: Runtime,
+  name: string,
+  wgsl: string,
+  bindings: Tensor[],
+  params: ArrayBuffer,
+  n: number,
+): void {
+  const k = rt.kernel(name, wgsl);
+  rt.dispatch(k, bindings.map((t) => t.range()), params, grid(Math.ceil(n / WG)));
+}
+
+const IDX = `let i = gid.x + gid.y * nw.x * ${WG}u;`;
+const MAIN = `@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u)`;
+
+/**
+ * `out[t, j] = X[t, j] · w[t]` (scales every row of X by its weight).
+ * @param x `[T, N]`
+ * @param w `[T]`
+ */
+export function rowScale(x: Tensor, w: Tensor, name = "rowScale"): Tensor {
+  const [T, N] = dims(x);
+  if (w.size !== T) throw new GpuError(name, `weights ${w} do not match the ${T} rows of ${x}`);
+  const out = new Tensor(x.rt, x.shape, "f32", name);
+  dispatch1d(
+    x.rt,
+    "priv_rowScale",
+    `@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> W: array<f32>;
+@group(0) @binding(2) var<storage, read_write> O: array<f32>;
+struct P { n: u32, N: u32, a: u32, b: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.n) { return; } O[i] = X[i] * W[i / p.N]; }`,
+    [x, w, out],
+    packParams(T * N, N),
+    T * N,
+  );
+  return out;
+}
+
+/**
+ * `out[m] = Σ_n X[m, n]·Y[m, n]` (row-wise dot products).
+ * @param x `[M, N]`
+ * @param y `[M, N]`
+ */
+export function rowDot(x: Tensor, y: Tensor, name = "rowDot"): Tensor {
+  const [M, N] = dims(x);
+  if (y.size !== x.size) throw new GpuError(name, `${x} and ${y} differ in size`);
+  const out = new Tensor(x.rt, [M], "f32", name);
+  dispatch1d(
+    x.rt,
+    "priv_rowDot",
+    `@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> Y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> O: array<f32>;
+struct P { M: u32, N: u32, a: u32, b: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.M) { return; }
+  var s = 0.0; let base = i * p.N;
+  for (var j = 0u; j < p.N; j++) { s = s + X[base + j] * Y[base + j]; }
+  O[i] = s; }`,
+    [x, y, out],
+    packParams(M, N),
+    M,
+  );
+  return out;
+}
+
+/**
+ * `out[n] = Σ_m X[m, n]·Y[m, n]` (column-wise dot products).
+ * @param x `[M, N]`
+ * @param y `[M, N]`
+ */
+export function colDot(x: Tensor, y: Tensor, name = "colDot"): Tensor {
+  const [M, N] = dims(x);
+  if (y.size !== x.size) throw new GpuError(name, `${x} and ${y} differ in size`);
+  const out = new Tensor(x.rt, [N], "f32", name);
+  dispatch1d(
+    x.rt,
+    "priv_colDot",
+    `@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> Y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> O: array<f32>;
+struct P { M: u32, N: u32, a: u32, b: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.N) { return; }
+  var s = 0.0;
+  for (var m = 0u; m < p.M; m++) { s = s + X[m * p.N + i] * Y[m * p.N + i]; }
+  O[i] = s; }`,
+    [x, y, out],
+    packParams(M, N),
+    N,
+  );
+  return out;
+}
+
+/**
+ * Records `out[slot] = Σ x·y` over all elements (two-pass tree reduction). Use `x === y` for a
+ * squared Frobenius norm.
+ */
+export function dotInto(x: Tensor, y: Tensor, out: Tensor, slot: number): void {
+  if (x.size !== y.size) throw new GpuError("dotInto", `${x} and ${y} differ in size`);
+  const rt = x.rt;
+  const n = x.size;
+  const per = 4096; // elements per workgroup in pass 1
+  const groups = Math.max(1, Math.ceil(n / per));
+  const partial = new Tensor(rt, [groups], "f32", "dotInto.partial");
+  const k1 = rt.kernel(
+    "priv_dot_pass1",
+    `@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> Y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> O: array<f32>;
+struct P { n: u32, per: u32, a: u32, b: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+var<workgroup> sh: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u,
+        @builtin(num_workgroups) nw: vec3u) {
+  let g = wid.x + wid.y * nw.x;
+  let start = g * p.per;
+  let end = min(start + p.per, p.n);
+  var s = 0.0;
+  for (var i = start + lid.x; i < end; i += ${WG}u) { s = s + X[i] * Y[i]; }
+  sh[lid.x] = s;
+  workgroupBarrier();
+  for (var w = ${WG / 2}u; w > 0u; w = w / 2u) {
+    if (lid.x < w) { sh[lid.x] = sh[lid.x] + sh[lid.x + w]; }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) { O[g] = sh[0]; }
+}`,
+  );
+  rt.dispatch(k1, [x.range(), y.range(), partial.range()], packParams(n, per), grid(groups));
+  const k2 = rt.kernel(
+    "priv_dot_pass2",
+    `@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read_write> O: array<f32>;
+struct P { n: u32, slot: u32, a: u32, b: u32 };
+@group(0) @binding(2) var<uniform> p: P;
+var<workgroup> sh: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_id) lid: vec3u) {
+  var s = 0.0;
+  for (var i = lid.x; i < p.n; i += ${WG}u) { s = s + X[i]; }
+  sh[lid.x] = s;
+  workgroupBarrier();
+  for (var w = ${WG / 2}u; w > 0u; w = w / 2u) {
+    if (lid.x < w) { sh[lid.x] = sh[lid.x] + sh[lid.x + w]; }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) { O[p.slot] = sh[0]; }
+}`,
+  );
+  rt.dispatch(k2, [partial.range(), out.range()], packParams(groups, slot), [1]);
+  partial.dispose();
+}
+
+/**
+ * Records `flags[slot] |= 1` if any element of `x` is NaN or ±∞ (`flags` is a u32 tensor).
+ */
+export function flagNonFinite(x: Tensor, flags: Tensor, slot: number): void {
+  if (x.size === 0) return;
+  dispatch1d(
+    x.rt,
+    "priv_flagNonFinite",
+    `@group(0) @binding(0) var<storage, read> X: array<u32>;
+@group(0) @binding(1) var<storage, read_write> F: array<atomic<u32>>;
+struct P { n: u32, slot: u32, a: u32, b: u32 };
+@group(0) @binding(2) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.n) { return; }
+  if ((X[i] & 0x7f800000u) == 0x7f800000u) { atomicOr(&F[p.slot], 1u); } }`,
+    [x, flags],
+    packParams(x.size, slot),
+    x.size,
+  );
+}
+
+/**
+ * A 2-D element-wise map over an `[R, C]` matrix with per-row and per-column vectors:
+ * the WGSL expression sees `a`, `b` (matrix inputs, `b` optional, else 0), `u` = `urow[r]`,
+ * `v` = `vcol[c]` (optional, else 0), the indices `r`, `c` (u32) and scalars `s0`, `s1`.
+ * Writes a new tensor, or `out` (which may alias `a`).
+ */
+export function rowColMap(
+  expr: string,
+  a: Tensor,
+  opts: { b?: Tensor; u?: Tensor; v?: Tensor; s?: number[]; out?: Tensor; name?: string } = {},
+): Tensor {
+  const [R, C] = dims(a);
+  const name = opts.name ?? "rowColMap";
+  if (opts.b && opts.b.size !== a.size) throw new GpuError(name, `${opts.b} does not match ${a}`);
+  if (opts.u && opts.u.size !== R) {
+    throw new GpuError(name, `row vector ${opts.u} needs ${R} entries`);
+  }
+  if (opts.v && opts.v.size !== C) {
+    throw new GpuError(name, `column vector ${opts.v} needs ${C} entries`);
+  }
+  const out = opts.out ?? new Tensor(a.rt, a.shape, "f32", name);
+  if (out.size !== a.size) throw new GpuError(name, `output ${out} does not match ${a}`);
+  const inPlace = out === a;
+  const rt = a.rt;
+  const decl: string[] = [`@group(0) @binding(0) var<storage, read_write> O: array<f32>;`];
+  const binds: Tensor[] = [out];
+  const add = (nm: string, t: Tensor | undefined) => {
+    if (!t) return;
+    decl.push(`@group(0) @binding(${binds.length}) var<storage, read> ${nm}: array<f32>;`);
+    binds.push(t);
+  };
+  if (!inPlace) add("IA", a);
+  add("IB", opts.b);
+  add("IU", opts.u);
+  add("IV", opts.v);
+  const key = `priv_rcmap:${expr}|${inPlace ? "=" : "a"}${opts.b ? "b" : ""}${opts.u ? "u" : ""}${
+    opts.v ? "v" : ""
+  }`;
+  const wgsl = `${decl.join("\n")}
+struct P { R: u32, C: u32, x: u32, y: u32, s0: f32, s1: f32, s2: f32, s3: f32 };
+@group(0) @binding(${binds.length}) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.R * p.C) { return; }
+  let r = i / p.C; let c = i % p.C; let s0 = p.s0; let s1 = p.s1;
+  let a = ${inPlace ? "O[i]" : "IA[i]"};
+  let b = ${opts.b ? "IB[i]" : "0.0"};
+  let u = ${opts.u ? "IU[r]" : "0.0"};
+  let v = ${opts.v ? "IV[c]" : "0.0"};
+  O[i] = ${expr}; }`;
+  const s = [...(opts.s ?? []), 0, 0, 0, 0].slice(0, 4);
+  dispatch1d(rt, key, wgsl, binds, packParams(R, C, 0, 0, ...s.map(f32)), R * C);
+  return out;
+}
+
+/** `out[i, :] = M[idx[i], :]` for an `[n, C]` matrix and a u32 index tensor. */
+export function gatherRows(m: Tensor, idx: Tensor, name = "gatherRows"): Tensor {
+  const [, C] = dims(m);
+  const k = idx.size;
+  const out = new Tensor(m.rt, [k, C], "f32", name);
+  dispatch1d(
+    m.rt,
+    "priv_gatherRows",
+    `@group(0) @binding(0) var<storage, read> M: array<f32>;
+@group(0) @binding(1) var<storage, read> I: array<u32>;
+@group(0) @binding(2) var<storage, read_write> O: array<f32>;
+struct P { n: u32, C: u32, a: u32, b: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.n) { return; } let r = i / p.C; let c = i % p.C;
+  O[i] = M[I[r] * p.C + c]; }`,
+    [m, idx, out],
+    packParams(k * C, C),
+    k * C,
+  );
+  return out;
+}
+
+/** `dst[idx[i], :] += alpha·src[i, :]` (indices must be distinct). */
+export function scatterAddRows(dst: Tensor, idx: Tensor, src: Tensor, alpha = 1): void {
+  const [, C] = dims(dst);
+  const k = idx.size;
+  if (src.size !== k * C) throw new GpuError("scatterAddRows", `${src} is not [${k}, ${C}]`);
+  dispatch1d(
+    dst.rt,
+    "priv_scatterAddRows",
+    `@group(0) @binding(0) var<storage, read_write> D: array<f32>;
+@group(0) @binding(1) var<storage, read> I: array<u32>;
+@group(0) @binding(2) var<storage, read> S: array<f32>;
+struct P { n: u32, C: u32, a: u32, b: u32, alpha: f32, x: f32, y: f32, z: f32 };
+@group(0) @binding(3) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.n) { return; } let r = i / p.C; let c = i % p.C;
+  let j = I[r] * p.C + c; D[j] = D[j] + p.alpha * S[i]; }`,
+    [dst, idx, src],
+    packParams(k * C, C, 0, 0, f32(alpha), f32(0), f32(0), f32(0)),
+    k * C,
+  );
+}
+
+/** Diagonal of a square matrix as a new `[n]` tensor. */
+export function diagOf(m: Tensor, name = "diag"): Tensor {
+  const n = m.rows;
+  if (m.cols !== n) throw new GpuError(name, `${m} is not square`);
+  const out = new Tensor(m.rt, [n], "f32", name);
+  dispatch1d(
+    m.rt,
+    "priv_diag",
+    `@group(0) @binding(0) var<storage, read> M: array<f32>;
+@group(0) @binding(1) var<storage, read_write> O: array<f32>;
+struct P { n: u32, a: u32, b: u32, c: u32 };
+@group(0) @binding(2) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.n) { return; } O[i] = M[i * p.n + i]; }`,
+    [m, out],
+    packParams(n),
+    n,
+  );
+  return out;
+}
+
+/**
+ * Per-row and per-column counts of non-zero entries of the augmented matrix `[W | b]`
+ * (`bias` optional). Returns u32 tensors `[R]` and `[C0 (+1)]`.
+ */
+export function nonZeroCounts(w: Tensor, bias: Tensor | null): { rows: Tensor; cols: Tensor } {
+  const [R, C0] = dims(w);
+  const C = C0 + (bias ? 1 : 0);
+  const rows = new Tensor(w.rt, [R], "u32", "nnz.rows");
+  const cols = new Tensor(w.rt, [C], "u32", "nnz.cols");
+  const b = bias ?? w; // dummy binding when there is no bias
+  dispatch1d(
+    w.rt,
+    "priv_nnz",
+    `@group(0) @binding(0) var<storage, read> W: array<f32>;
+@group(0) @binding(1) var<storage, read> B: array<f32>;
+@group(0) @binding(2) var<storage, read_write> RO: array<atomic<u32>>;
+@group(0) @binding(3) var<storage, read_write> CO: array<atomic<u32>>;
+struct P { R: u32, C0: u32, hasB: u32, x: u32 };
+@group(0) @binding(4) var<uniform> p: P;
+${MAIN} { ${IDX} let C = p.C0 + p.hasB; if (i >= p.R * C) { return; }
+  let r = i / C; let c = i % C;
+  var x = 0.0;
+  if (c < p.C0) { x = W[r * p.C0 + c]; } else { x = B[r]; }
+  if (x != 0.0) { atomicAdd(&RO[r], 1u); atomicAdd(&CO[c], 1u); } }`,
+    [w, b, rows, cols],
+    packParams(R, C0, bias ? 1 : 0),
+    R * C,
+  );
+  return { rows, cols };
+}
+
+/** Augmented `[R, C0 (+1)]` copy `[W | b]` of a weight and optional bias. */
+export function augment(w: Tensor, bias: Tensor | null, name = "Waug"): Tensor {
+  const [R, C0] = dims(w);
+  if (!bias) return w.clone(name);
+  const out = new Tensor(w.rt, [R, C0 + 1], "f32", name);
+  dispatch1d(
+    w.rt,
+    "priv_augment",
+    `@group(0) @binding(0) var<storage, read> W: array<f32>;
+@group(0) @binding(1) var<storage, read> B: array<f32>;
+@group(0) @binding(2) var<storage, read_write> O: array<f32>;
+struct P { R: u32, C0: u32, a: u32, b: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+${MAIN} { ${IDX} let C = p.C0 + 1u; if (i >= p.R * C) { return; }
+  let r = i / C; let c = i % C;
+  if (c < p.C0) { O[i] = W[r * p.C0 + c]; } else { O[i] = B[r]; } }`,
+    [w, bias, out],
+    packParams(R, C0),
+    R * (C0 + 1),
+  );
+  return out;
+}
+
+/** Writes an augmented `[R, C0 (+1)]` matrix back into a weight and optional bias. */
+export function splitAugmented(aug: Tensor, w: Tensor, bias: Tensor | null): void {
+  const [R, C0] = dims(w);
+  if (aug.size !== R * (C0 + (bias ? 1 : 0))) {
+    throw new GpuError("splitAugmented", `${aug} does not match ${w}${bias ? " + bias" : ""}`);
+  }
+  if (!bias) {
+    w.copyFrom(aug);
+    return;
+  }
+  dispatch1d(
+    w.rt,
+    "priv_split",
+    `@group(0) @binding(0) var<storage, read> A: array<f32>;
+@group(0) @binding(1) var<storage, read_write> W: array<f32>;
+@group(0) @binding(2) var<storage, read_write> B: array<f32>;
+struct P { R: u32, C0: u32, a: u32, b: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+${MAIN} { ${IDX} let C = p.C0 + 1u; if (i >= p.R * C) { return; }
+  let r = i / C; let c = i % C;
+  if (c < p.C0) { W[r * p.C0 + c] = A[i]; } else { B[r] = A[i]; } }`,
+    [aug, w, bias],
+    packParams(R, C0),
+    R * (C0 + 1),
+  );
+}
+
+/** Maps f32 bits to u32 so that unsigned order equals float order (−0 and +0 both map to 0's key). */
+const KEY_FN = `fn key(x: f32) -> u32 {
+  var b = bitcast<u32>(x);
+  if (b == 0x80000000u) { b = 0u; }
+  if ((b & 0x80000000u) != 0u) { return ~b; }
+  return b | 0x80000000u;
+}`;
+
+function keyToFloat(k: number): number {
+  const b = (k & 0x80000000) !== 0 ? (k & 0x7fffffff) >>> 0 : (~k) >>> 0;
+  const buf = new DataView(new ArrayBuffer(4));
+  buf.setUint32(0, b, true);
+  return buf.getFloat32(0, true);
+}
+
+/**
+ * Exact k-th smallest value (0-based `k`) over the union of all elements of `ts`, by 4-pass
+ * 8-bit radix selection on the GPU (4 small read-backs). NaN must not occur. Returns the value
+ * and how many elements are strictly smaller / less-or-equal.
+ */
+export async function kthSmallestAll(
+  ts: Tensor[],
+  k: number,
+): Promise<{ value: number; below: number; atOrBelow: number }> {
+  const total = ts.reduce((s, t) => s + t.size, 0);
+  if (!(k >= 0 && k < total)) {
+    throw new GpuError("kthSmallestAll", `rank ${k} out of range for ${total} values`);
+  }
+  const rt = ts[0].rt;
+  const kernel = rt.kernel(
+    "priv_radix_hist",
+    `@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read_write> H: array<atomic<u32>>;
+struct P { n: u32, shift: u32, prefix: u32, mask: u32 };
+@group(0) @binding(2) var<uniform> p: P;
+${KEY_FN}
+${MAIN} { ${IDX} if (i >= p.n) { return; }
+  let kk = key(X[i]);
+  if ((kk & p.mask) != p.prefix) { return; }
+  atomicAdd(&H[(kk >> p.shift) & 255u], 1u); }`,
+  );
+  let prefix = 0, mask = 0, rank = k, below = 0;
+  for (let pass = 0; pass < 4; pass++) {
+    const shift = 24 - 8 * pass;
+    const hist = new Tensor(rt, [256], "u32", "radix.hist");
+    for (const t of ts) {
+      if (t.size === 0) continue;
+      rt.dispatch(
+        kernel,
+        [t.range(), hist.range()],
+        packParams(t.size, shift, prefix >>> 0, mask >>> 0),
+        grid(Math.ceil(t.size / WG)),
+      );
+    }
+    const h = await hist.readU32();
+    hist.dispose();
+    let acc = 0, bin = 0;
+    for (; bin < 256; bin++) {
+      if (acc + h[bin] > rank) break;
+      acc += h[bin];
+    }
+    rank -= acc;
+    below += acc;
+    prefix = (prefix | (bin << shift)) >>> 0;
+    mask = (mask | (255 << shift)) >>> 0;
+    if (pass === 3) {
+      return { value: keyToFloat(prefix), below, atOrBelow: below + h[bin] };
+    }
+  }
+  throw new GpuError("kthSmallestAll", "unreachable");
+}
+
+/** Records `out[slot] = #{x ≤ tau}` (u32 counts) for a tensor. */
+export function countAtMost(x: Tensor, tau: number, out: Tensor, slot: number): void {
+  if (x.size === 0) return;
+  dispatch1d(
+    x.rt,
+    "priv_countAtMost",
+    `@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read_write> O: array<atomic<u32>>;
+struct P { n: u32, slot: u32, a: u32, b: u32, tau: f32, x: f32, y: f32, z: f32 };
+@group(0) @binding(2) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.n) { return; } if (X[i] <= p.tau) { atomicAdd(&O[p.slot], 1u); } }`,
+    [x, out],
+    packParams(x.size, slot, 0, 0, f32(tau), f32(0), f32(0), f32(0)),
+    x.size,
+  );
+}
+
+/**
+ * Reads several tensors with one host synchronisation (copies them into one buffer first).
+ * Returns the raw bytes of each (view them as f32 or u32 according to the tensor's dtype).
+ */
+export async function readAll(ts: Tensor[]): Promise<ArrayBuffer[]> {
+  const total = ts.reduce((s, t) => s + t.size, 0);
+  if (ts.length === 0) return [];
+  const rt = ts[0].rt;
+  const buf = new Tensor(rt, [Math.max(total, 1)], "u32", "readAll");
+  let off = 0;
+  for (const t of ts) {
+    if (t.size > 0) buf.copyFrom(t, 0, off, t.size);
+    off += t.size;
+  }
+  const bytes = await rt.readBytes(buf.buffer, 0, total * 4);
+  buf.dispose();
+  const out: ArrayBuffer[] = [];
+  off = 0;
+  for (const t of ts) {
+    out.push(bytes.slice(off * 4, (off + t.size) * 4));
+    off += t.size;
+  }
+  return out;
+}
+
+/**
+ * N:M group statistics of an element-cost matrix `[R, C]`: for each row and each group of `m`
+ * consecutive columns among the first `c0` (the bias column and a remainder are not grouped),
+ * the sum of the `n` smallest costs and the `n`-th smallest cost. Returns `[R, ⌊c0/m⌋]` tensors.
+ */
+export function nmGroupCosts(
+  cost: Tensor,
+  c0: number,
+  n: number,
+  m: number,
+): { sum: Tensor; nth: Tensor } {
+  const [R, C] = dims(cost);
+  if (m > 32 || n < 1 || n > m) {
+    throw new GpuError("nmGroupCosts", `unsupported N:M = ${n}:${m} (M ≤ 32)`);
+  }
+  const groups = Math.floor(c0 / m);
+  const sum = new Tensor(cost.rt, [R, groups], "f32", "nm.sum");
+  const nth = new Tensor(cost.rt, [R, groups], "f32", "nm.nth");
+  dispatch1d(
+    cost.rt,
+    "priv_nmGroups",
+    `@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read_write> S: array<f32>;
+@group(0) @binding(2) var<storage, read_write> K: array<f32>;
+struct P { R: u32, C: u32, G: u32, N: u32, M: u32, a: u32, b: u32, c: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.R * p.G) { return; }
+  let r = i / p.G; let j = i % p.G;
+  var v: array<f32, 32>;
+  for (var t = 0u; t < p.M; t++) {
+    let x = X[r * p.C + j * p.M + t];
+    var q = t;
+    while (q > 0u && v[q - 1u] > x) { v[q] = v[q - 1u]; q = q - 1u; }
+    v[q] = x;
+  }
+  var s = 0.0;
+  for (var t = 0u; t < p.N; t++) { s = s + v[t]; }
+  S[i] = s; K[i] = v[p.N - 1u]; }`,
+    [cost, sum, nth],
+    packParams(R, C, groups, n, m),
+    R * groups,
+  );
+  return { sum, nth };
+}
+
+/**
+ * N:M element mask from group statistics: `mask[r, c] = 1` when column c lies in a group whose
+ * summed cost is ≤ τ and its own cost is ≤ the group's n-th smallest; else 0.
+ */
+export function nmMask(
+  cost: Tensor,
+  sum: Tensor,
+  nth: Tensor,
+  m: number,
+  tau: number,
+): Tensor {
+  const [R, C] = dims(cost);
+  const groups = sum.cols;
+  const out = new Tensor(cost.rt, [R, C], "f32", "nm.mask");
+  dispatch1d(
+    cost.rt,
+    "priv_nmMask",
+    `@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> S: array<f32>;
+@group(0) @binding(2) var<storage, read> K: array<f32>;
+@group(0) @binding(3) var<storage, read_write> O: array<f32>;
+struct P { R: u32, C: u32, G: u32, M: u32, tau: f32, x: f32, y: f32, z: f32 };
+@group(0) @binding(4) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.R * p.C) { return; }
+  let r = i / p.C; let c = i % p.C; let j = c / p.M;
+  var o = 0.0;
+  if (j < p.G) { let g = r * p.G + j; if (S[g] <= p.tau && X[i] <= K[g]) { o = 1.0; } }
+  O[i] = o; }`,
+    [cost, sum, nth, out],
+    packParams(R, C, groups, m, f32(tau), f32(0), f32(0), f32(0)),
+    R * C,
+  );
+  return out;
+}

@@ -1,0 +1,91 @@
+/**
+ * Types shared by the curvature estimates (ALGORITHM.md §2) and the pruner that consumes them.
+ *
+ * @module
+ */
+import type { Tensor } from "../kernels/tensor.ts";
+
+/** Which curvature model of the loss (ALGORITHM.md §2.2–§2.5). */
+export type CurvatureKind = "identity" | "activations" | "kfac";
+
+/**
+ * The curvature of one prunable module: `F ≈ Σ_i G[i] ⊗ A[i]` (row-major vectorisation of the
+ * augmented weight `[W | b]`), plus the optional exact diagonal `D` (`[R, C]`).
+ *
+ * Identity is represented lazily: empty `G` and `A` lists mean `G = I_R`, `A = I_C`; an empty
+ * `G` with a non-empty `A` (Activations) means `G = I_R`.
+ */
+export interface LayerCurvature {
+  /** Output-side factors `[R, R]`, one per Kronecker rank (empty = identity). */
+  G: Tensor[];
+  /** Input-side factors `[C, C]` (C includes the bias column), one per rank (empty = identity). */
+  A: Tensor[];
+  /** The exact diagonal `[R, C]` of the per-token Fisher divided by N, or null. */
+  D: Tensor | null;
+  /** The estimate that produced the factors (decides the cost formulas of §5). */
+  kind?: CurvatureKind;
+}
+
+/** Curvature of every prunable module, keyed by `PrunableLinear.name`. */
+export type Curvature = Map<string, LayerCurvature>;
+
+/** Options of `estimateCurvature` (names follow the reference's flags). */
+export interface CurvatureOptions {
+  /** The estimate (`--curvature`). */
+  kind: CurvatureKind;
+  /** KFAC rank 0 under the IAD assumption (`--use_iad`); otherwise Kronecker power iteration. */
+  useIad?: boolean;
+  /** Power-iteration half-steps (`--kpca_iter`, must be even when power iteration is used). */
+  kpcaIter?: number;
+  /** Number of Kronecker terms (`--krank`, default 1). */
+  krank?: number;
+  /** 0 = empirical Fisher; S > 0 sampled labels per position (`--fisher_samples`). */
+  fisherSamples?: number;
+  /** Clamp output gradients to [−m, m] (`--max_outgrad`, 0 = off). */
+  maxOutgrad?: number;
+  /** Also compute the exact diagonal D (`--diagonal`). */
+  diagonal?: boolean;
+  /** Seed for sampled Fisher labels. */
+  seed?: number;
+  /** Previous shot's curvature: seeds the power iteration with 6 half-steps (`--reuse`). */
+  reuse?: Curvature | null;
+  /** Receives one line per calibration pass. */
+  onProgress?: (msg: string) => void;
+}
+
+/** An error of curvature estimation; the message names the module and the sequence. */
+export class CurvatureError extends Error {
+  /**
+   * @param message what went wrong, naming the layer/flag
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "CurvatureError";
+  }
+}
+
+/**
+ * Frees every factor of a curvature estimate.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const curv = await estimateCurvature(model, seqs, { kind: "kfac", useIad: true });
+ * disposeCurvature(curv);
+ * ```
+ */
+export function disposeCurvature(c: Curvature | null | undefined): void {
+  if (!c) return;
+  for (const l of c.values()) {
+    for (const t of l.G) t.dispose();
+    for (const t of l.A) t.dispose();
+    l.D?.dispose();
+  }
+  c.clear();
+}
+
+/** The curvature kind of a layer entry (explicit, or inferred from its factor lists). */
+export function layerKind(l: LayerCurvature): CurvatureKind {
+  if (l.kind) return l.kind;
+  if (l.A.length === 0) return "identity";
+  return l.G.length === 0 ? "activations" : "kfac";
+}

@@ -1,0 +1,140 @@
+/**
+ * Local costs (ALGORITHM.md §5): predicted loss increase of removing one entry, one row or one
+ * column, for every curvature, OBD and OBS. All on the GPU, in the full augmented space; dead
+ * rows/columns get cost 0 and NaN costs become 0.
+ *
+ * @module
+ */
+import { fill, map } from "../kernels/elementwise.ts";
+import { matmul } from "../kernels/gemm.ts";
+import { Tensor } from "../kernels/tensor.ts";
+import { colDot, diagOf, rowColMap, rowDot } from "../curvature/_ops.ts";
+import type { Prepared } from "./prepare.ts";
+
+/** Options that change the cost formulas. */
+export interface CostOptions {
+  /** OBD costs (no compensation) instead of OBS. */
+  obd: boolean;
+  /** KFAC OBD element costs from the exact diagonal D (`--use_diagonal`). */
+  useDiagonal?: boolean;
+  /** With krank ≥ 2, compute OBS costs from rank 0 alone (`--rank1cost`). */
+  rank1cost?: boolean;
+}
+
+const NAN0 = (x: string) => `select(${x}, 0.0, ${x} != ${x})`;
+
+/** Σ_i diag(M_i) over a factor list, or null for an empty list. */
+function sumDiag(ms: Tensor[], n: number): Tensor | null {
+  if (ms.length === 0) return null;
+  const acc = Tensor.emptySync(ms[0].rt, [n], "f32", "Σdiag");
+  for (const m of ms) {
+    const d = diagOf(m);
+    map("o + b", [acc, d], [], { out: acc });
+    d.dispose();
+  }
+  return acc;
+}
+
+function checkRank(p: Prepared, opts: CostOptions): void {
+  if (!opts.obd && p.curv.G.length > 1 && !opts.rank1cost) {
+    throw new Error(
+      `pruner: OBS costs with krank ${p.curv.G.length} are not implemented (module ${p.lin.name}); ` +
+        `pass --rank1cost (costs from rank 0) or --obd`,
+    );
+  }
+}
+
+/**
+ * Element costs `[R, C]` of one prepared module (§5.1).
+ */
+export function elementCosts(p: Prepared, opts: CostOptions): Tensor {
+  checkRank(p, opts);
+  const W = p.W;
+  const live = "u * v";
+  let cost: Tensor;
+  if (p.kind === "identity") {
+    cost = rowColMap("0.5 * a * a", W, { name: "cost" });
+  } else if (opts.obd) {
+    if (p.kind === "kfac" && opts.useDiagonal) {
+      if (!p.curv.D) {
+        throw new Error(`pruner: --use_diagonal needs --diagonal curvature (module ${p.lin.name})`);
+      }
+      cost = rowColMap("0.5 * a * a * b", W, { b: p.curv.D, name: "cost" });
+    } else if (p.kind === "activations") {
+      const da = sumDiag(p.curv.A, p.C)!;
+      cost = rowColMap("0.5 * a * a * v", W, { v: da, name: "cost" });
+      da.dispose();
+    } else {
+      // Σ_i G_i[r,r]·A_i[c,c]
+      const s = Tensor.emptySync(W.rt, [p.R, p.C], "f32", "Σ diagG⊗diagA");
+      p.curv.G.forEach((g, i) => {
+        const dg = diagOf(g), da = diagOf(p.curv.A[i]);
+        rowColMap("a + u * v", s, { u: dg, v: da, out: s });
+        dg.dispose(), da.dispose();
+      });
+      cost = rowColMap("0.5 * a * a * b", W, { b: s, name: "cost" });
+      s.dispose();
+    }
+  } else {
+    const dg = diagOf(p.Ghat!.t), da = diagOf(p.Ahat!.t);
+    const expr = p.kind === "activations" ? "0.5 * a * a / v" : "0.5 * a * a / (u * v)";
+    cost = rowColMap(expr, W, { u: dg, v: da, name: "cost" });
+    dg.dispose(), da.dispose();
+  }
+  rowColMap(`${NAN0("a")} * ${live}`, cost, { u: p.keepRT, v: p.keepCT, out: cost });
+  return cost;
+}
+
+/**
+ * Row costs `[R]` and column costs `[C]` of one prepared module (§5.2).
+ */
+export function rowColCosts(p: Prepared, opts: CostOptions): { rows: Tensor; cols: Tensor } {
+  checkRank(p, opts);
+  const W = p.W;
+  let rows: Tensor, cols: Tensor;
+  if (p.kind === "identity") {
+    rows = rowDot(W, W, "rowcost");
+    cols = colDot(W, W, "colcost");
+    map("sqrt(max(o, 0.0))", [rows], [], { out: rows });
+    map("sqrt(max(o, 0.0))", [cols], [], { out: cols });
+  } else if (p.kind === "activations" && opts.obd) {
+    // [ref]: ½ Σ_c W²_rc (ΣA)_cc for rows, ½ (ΣA)_cc Σ_r W²_rc for columns.
+    const da = sumDiag(p.curv.A, p.C)!;
+    const e = rowColMap("0.5 * a * a * v", W, { v: da });
+    const ones = fill(Tensor.emptySync(W.rt, [p.R, p.C], "f32", "ones"), 1);
+    rows = rowDot(e, ones, "rowcost");
+    cols = colDot(e, ones, "colcost");
+    da.dispose(), e.dispose(), ones.dispose();
+  } else if (opts.obd) {
+    // KFAC OBD: ½ Σ_i G_i[r,r]·W_r A_i W_rᵀ and ½ Σ_i A_i[c,c]·W_cᵀ G_i W_c.
+    rows = Tensor.emptySync(W.rt, [p.R], "f32", "rowcost");
+    cols = Tensor.emptySync(W.rt, [p.C], "f32", "colcost");
+    p.curv.G.forEach((g, i) => {
+      const a = p.curv.A[i];
+      const WA = matmul(W, a), GW = matmul(g, W);
+      const qr = rowDot(WA, W), qc = colDot(GW, W);
+      const dg = diagOf(g), da = diagOf(a);
+      map("o + 0.5 * b * c", [rows, qr, dg], [], { out: rows });
+      map("o + 0.5 * b * c", [cols, qc, da], [], { out: cols });
+      for (const t of [WA, GW, qr, qc, dg, da]) t.dispose();
+    });
+  } else {
+    // OBS rank 0: ½ W_r A W_rᵀ / Ĝ_rr and ½ W_cᵀ G W_c / Â_cc (numerators undamped, [ref]).
+    const dg = diagOf(p.Ghat!.t), da = diagOf(p.Ahat!.t);
+    const WA = matmul(W, p.curv.A[0]);
+    rows = rowDot(WA, W, "rowcost");
+    map("0.5 * o / b", [rows, dg], [], { out: rows });
+    if (p.kind === "activations") {
+      cols = colDot(W, W, "colcost");
+    } else {
+      const GW = matmul(p.curv.G[0], W);
+      cols = colDot(GW, W, "colcost");
+      GW.dispose();
+    }
+    map("0.5 * o / b", [cols, da], [], { out: cols });
+    WA.dispose(), dg.dispose(), da.dispose();
+  }
+  map(`${NAN0("o")} * b`, [rows, p.keepRT], [], { out: rows });
+  map(`${NAN0("o")} * b`, [cols, p.keepCT], [], { out: cols });
+  return { rows, cols };
+}

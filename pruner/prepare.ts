@@ -1,0 +1,210 @@
+/**
+ * Per-module preparation (ALGORITHM.md §3): dead rows/columns, the zeroed augmented weight, and
+ * the damped inverses of §4.1. Batched over all modules so a shot needs only two small
+ * read-backs for the dead masks.
+ *
+ * @module
+ */
+import { Tensor } from "../kernels/tensor.ts";
+import type { PrunableLinear } from "../model/types.ts";
+import {
+  augment,
+  diagOf,
+  nonZeroCounts,
+  readAll,
+  rowColMap,
+  splitAugmented,
+} from "../curvature/_ops.ts";
+import { type CurvatureKind, type LayerCurvature, layerKind } from "../curvature/types.ts";
+import { dampedInverse } from "./_linalg.ts";
+
+/** A module prepared for costs and updates: everything in the full augmented space. */
+export interface Prepared {
+  /** The module. */
+  lin: PrunableLinear;
+  /** Its curvature. */
+  curv: LayerCurvature;
+  /** Curvature kind (decides the cost formulas). */
+  kind: CurvatureKind;
+  /** R, C (augmented), C₀. */
+  R: number;
+  C: number;
+  C0: number;
+  /** Augmented weight `[R, C]` with dead rows/columns zeroed (already written back). */
+  W: Tensor;
+  /** 1 = live row / column (sub-space member). */
+  keepR: Uint8Array;
+  keepC: Uint8Array;
+  /** The same masks as f32 0/1 tensors. */
+  keepRT: Tensor;
+  keepCT: Tensor;
+  /** Damped inverses (OBS only): GPU copy and host float64 copy; dead indices hold identity. */
+  Ghat: { t: Tensor; h: Float64Array } | null;
+  Ahat: { t: Tensor; h: Float64Array } | null;
+}
+
+/** Frees the GPU tensors of prepared modules. */
+export function disposePrepared(ps: Prepared[]): void {
+  for (const p of ps) {
+    p.W.dispose();
+    p.keepRT.dispose();
+    p.keepCT.dispose();
+    p.Ghat?.t.dispose();
+    p.Ahat?.t.dispose();
+  }
+}
+
+function deadMasks(
+  rowNnz: Uint32Array,
+  colNnz: Uint32Array,
+  gDiag: Float32Array | null,
+  aDiag: Float32Array | null,
+): { keepR: Uint8Array; keepC: Uint8Array } {
+  const keepR = new Uint8Array(rowNnz.length);
+  const keepC = new Uint8Array(colNnz.length);
+  for (let r = 0; r < keepR.length; r++) {
+    keepR[r] = rowNnz[r] !== 0 && (!gDiag || gDiag[r] !== 0) ? 1 : 0;
+  }
+  for (let c = 0; c < keepC.length; c++) {
+    keepC[c] = colNnz[c] !== 0 && (!aDiag || aDiag[c] !== 0) ? 1 : 0;
+  }
+  return { keepR, keepC };
+}
+
+/**
+ * PREPARE for every module: finds dead rows (all-zero, or G₀[r,r] = 0) and dead columns
+ * (all-zero, or A₀[c,c] = 0), zeroes them in the weights (written back to weight and bias),
+ * recomputes the masks once on the zeroed weights, and — unless `obd` — computes the damped
+ * inverses Ĝ = inv(G₀, λg), Â = inv(A₀, λa) of the live sub-factors.
+ */
+export async function prepareModules(
+  lins: PrunableLinear[],
+  curv: Map<string, LayerCurvature>,
+  opts: { obd: boolean; dampG: number; dampA: number },
+): Promise<Prepared[]> {
+  const layers = lins.map((lin) => {
+    const c = curv.get(lin.name);
+    if (!c) throw new Error(`pruner: no curvature for module ${lin.name}`);
+    return c;
+  });
+  const Ws = lins.map((lin) => augment(lin.weight, lin.bias, `${lin.name}[W|b]`));
+  const diagG = layers.map((l) => (l.G.length ? diagOf(l.G[0], "diag G0") : null));
+  const diagA = layers.map((l) => (l.A.length ? diagOf(l.A[0], "diag A0") : null));
+  const first = lins.map((lin) => nonZeroCounts(lin.weight, lin.bias));
+  const toRead: Tensor[] = [];
+  lins.forEach((_, k) => {
+    toRead.push(first[k].rows, first[k].cols);
+    if (diagG[k]) toRead.push(diagG[k]!);
+    if (diagA[k]) toRead.push(diagA[k]!);
+  });
+  const raw = await readAll(toRead);
+  let at = 0;
+  const masks1 = lins.map((_, k) => {
+    const rn = new Uint32Array(raw[at++]), cn = new Uint32Array(raw[at++]);
+    const gd = diagG[k] ? new Float32Array(raw[at++]) : null;
+    const ad = diagA[k] ? new Float32Array(raw[at++]) : null;
+    return { rn, cn, gd, ad, ...deadMasks(rn, cn, gd, ad) };
+  });
+  for (const f of first) f.rows.dispose(), f.cols.dispose();
+  // Zero dead rows and columns, write back, recount.
+  const second = lins.map((lin, k) => {
+    const m = masks1[k];
+    const kr = Tensor.fromSync(
+      Ws[k].rt,
+      Float32Array.from(m.keepR),
+      [m.keepR.length],
+      "f32",
+      "keepR",
+    );
+    const kc = Tensor.fromSync(
+      Ws[k].rt,
+      Float32Array.from(m.keepC),
+      [m.keepC.length],
+      "f32",
+      "keepC",
+    );
+    rowColMap("a * u * v", Ws[k], { u: kr, v: kc, out: Ws[k] });
+    kr.dispose(), kc.dispose();
+    splitAugmented(Ws[k], lin.weight, lin.bias);
+    return nonZeroCounts(lin.weight, lin.bias);
+  });
+  const raw2 = await readAll(second.flatMap((s) => [s.rows, s.cols]));
+  for (const s of second) s.rows.dispose(), s.cols.dispose();
+  diagG.forEach((t) => t?.dispose());
+  diagA.forEach((t) => t?.dispose());
+  const out: Prepared[] = [];
+  for (const [k, lin] of lins.entries()) {
+    const { keepR, keepC } = deadMasks(
+      new Uint32Array(raw2[2 * k]),
+      new Uint32Array(raw2[2 * k + 1]),
+      masks1[k].gd,
+      masks1[k].ad,
+    );
+    const R = lin.outFeatures, C = lin.inFeatures + (lin.bias ? 1 : 0);
+    const rt = Ws[k].rt;
+    out.push({
+      lin,
+      curv: layers[k],
+      kind: layerKind(layers[k]),
+      R,
+      C,
+      C0: lin.inFeatures,
+      W: Ws[k],
+      keepR,
+      keepC,
+      keepRT: Tensor.fromSync(rt, Float32Array.from(keepR), [R], "f32", "keepR"),
+      keepCT: Tensor.fromSync(rt, Float32Array.from(keepC), [C], "f32", "keepC"),
+      Ghat: null,
+      Ahat: null,
+    });
+  }
+  if (!opts.obd) await computeInverses(out, opts.dampG, opts.dampA);
+  return out;
+}
+
+/** Fills `Ghat`/`Ahat` of OBS modules: damped inverses of the live sub-factors (identity for Identity). */
+async function computeInverses(ps: Prepared[], dampG: number, dampA: number): Promise<void> {
+  const toRead: Tensor[] = [];
+  for (const p of ps) {
+    if (p.kind === "identity") {
+      throw new Error(
+        `pruner: OBS with identity curvature is not defined (module ${p.lin.name}); use --obd (magnitude pruning)`,
+      );
+    }
+    if (p.curv.G.length) toRead.push(p.curv.G[0]);
+    toRead.push(p.curv.A[0]);
+  }
+  const raw = await readAll(toRead);
+  let at = 0;
+  for (const p of ps) {
+    const rt = p.W.rt;
+    let gh: Float64Array;
+    if (p.curv.G.length) {
+      gh = dampedInverse(
+        new Float32Array(raw[at++]),
+        p.R,
+        dampG,
+        p.keepR,
+        `inv(G0 + λg·I) of ${p.lin.name}`,
+      );
+    } else {
+      // Activations: G = I, so inv(I, λg) = I / (1 + λg) on live rows.
+      gh = dampedInverse(identity(p.R), p.R, dampG, p.keepR, `inv(I) of ${p.lin.name}`);
+    }
+    const ah = dampedInverse(
+      new Float32Array(raw[at++]),
+      p.C,
+      dampA,
+      p.keepC,
+      `inv(A0 + λa·I) of ${p.lin.name}`,
+    );
+    p.Ghat = { t: Tensor.fromSync(rt, Float32Array.from(gh), [p.R, p.R], "f32", "Ĝ"), h: gh };
+    p.Ahat = { t: Tensor.fromSync(rt, Float32Array.from(ah), [p.C, p.C], "f32", "Â"), h: ah };
+  }
+}
+
+function identity(n: number): Float64Array {
+  const m = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) m[i * n + i] = 1;
+  return m;
+}

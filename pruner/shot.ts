@@ -1,0 +1,302 @@
+/**
+ * One pruning shot over the whole model (ALGORITHM.md §8 `PRUNE_SHOT`): prepare every module,
+ * compute local costs, find the global threshold τ, build masks and apply the OBD masking or the
+ * OBS updates. Plus `sparsityStats`, the exact zero counts of the prunable weights.
+ *
+ * @module
+ */
+import { Tensor } from "../kernels/tensor.ts";
+import type { CausalLM } from "../model/types.ts";
+import {
+  kthSmallestAll,
+  nmGroupCosts,
+  nmMask,
+  nonZeroCounts,
+  readAll,
+  rowColMap,
+} from "../curvature/_ops.ts";
+import type { Curvature } from "../curvature/types.ts";
+import { elementCosts, rowColCosts } from "./costs.ts";
+import { disposePrepared, prepareModules } from "./prepare.ts";
+import {
+  PruneOptionError,
+  type Structure,
+  structuredThreshold,
+  structureName,
+} from "./structure.ts";
+import {
+  applyMask,
+  applyRowColMask,
+  elementUpdate,
+  structuredUpdate,
+  type UpdateOptions,
+} from "./update.ts";
+
+/** Options of one pruning shot (names follow the reference's flags). */
+export interface PruneOptions {
+  /** Removable unit (`--structures`). */
+  structure: Structure;
+  /** OBD costs and no weight update (`--obd`). */
+  obd?: boolean;
+  /** Relative damping λg of G (`--damp_g`, default 0.01). */
+  dampG?: number;
+  /** Relative damping λa of A (`--damp_a`, default 0.01). */
+  dampA?: number;
+  /** Correlated-update chunk size (`--max_correlate`, default 0 = all). */
+  maxCorrelate?: number;
+  /** Chunks see earlier chunks' compensation (`--addupdate`). */
+  addupdate?: boolean;
+  /** Cut over-long rows into chunks (`--strictmax`). */
+  strictmax?: boolean;
+  /** η in W ← W + η·E (`--update_scale`, default 1). */
+  updateScale?: number;
+  /** KFAC OBD element costs from the exact diagonal (`--use_diagonal`). */
+  useDiagonal?: boolean;
+  /** krank ≥ 2: costs from rank 0 only (`--rank1cost`). */
+  rank1cost?: boolean;
+  /** krank = 2 eigenvalue fix (`--eigenfix`); accepted, no effect with krank 1. */
+  eigenfix?: boolean;
+}
+
+/** Kept fraction and surviving rows/columns of one module. */
+export interface ModuleSparsity {
+  /** Module name. */
+  name: string;
+  /** Module kind (q_proj, fc1, …). */
+  kind: string;
+  /** Decoder layer. */
+  layer: number;
+  /** Fraction of non-zero entries of [W | b]. */
+  kept: number;
+  /** Rows of [W | b] with a non-zero entry. */
+  rowsKept: number;
+  /** Columns of [W | b] (bias column included) with a non-zero entry. */
+  colsKept: number;
+}
+
+/** Sparsity of the prunable weights (biases included), overall and per module kind. */
+export interface SparsityStats {
+  /** Fraction of zero entries over all prunable [W | b]. */
+  overall: number;
+  /** Fraction of zeros per module kind. */
+  perKind: Record<string, number>;
+  /** Per module. */
+  perModule: ModuleSparsity[];
+}
+
+/** What one shot did. */
+export interface ShotReport {
+  /** Target cumulative sparsity of this shot. */
+  target: number;
+  /** Global threshold τ (−∞ when nothing was selected). */
+  threshold: number;
+  /** Units at or below τ: entries (element), groups (N:M), rows + columns (structured). */
+  removedUnits: number;
+  /** What `removedUnits` counts. */
+  unit: "entries" | "groups" | "rows+columns";
+  /** Achieved sparsity of the prunable weights after the shot. */
+  sparsity: number;
+  /** Achieved sparsity per module kind. */
+  perKind: Record<string, number>;
+  /** Per-module kept fractions. */
+  perModule: ModuleSparsity[];
+  /** Wall time of the shot in seconds. */
+  seconds: number;
+}
+
+/**
+ * Exact sparsity of the model's prunable weights (one read-back).
+ *
+ * @example Usage
+ * ```ts ignore
+ * const st = await sparsityStats(model);
+ * console.log(st.overall, st.perKind.fc1);
+ * ```
+ */
+export async function sparsityStats(model: CausalLM): Promise<SparsityStats> {
+  const lins = model.linears();
+  const counts = lins.map((l) => nonZeroCounts(l.weight, l.bias));
+  const raw = await readAll(counts.flatMap((c) => [c.rows, c.cols]));
+  for (const c of counts) c.rows.dispose(), c.cols.dispose();
+  let zeros = 0, total = 0;
+  const kz: Record<string, number> = {}, kt: Record<string, number> = {};
+  const perModule = lins.map((lin, k) => {
+    const rows = new Uint32Array(raw[2 * k]), cols = new Uint32Array(raw[2 * k + 1]);
+    const R = rows.length, C = cols.length;
+    let nnz = 0, rk = 0, ck = 0;
+    for (const x of rows) {
+      nnz += x;
+      if (x) rk++;
+    }
+    for (const x of cols) if (x) ck++;
+    zeros += R * C - nnz;
+    total += R * C;
+    kz[lin.kind] = (kz[lin.kind] ?? 0) + R * C - nnz;
+    kt[lin.kind] = (kt[lin.kind] ?? 0) + R * C;
+    return {
+      name: lin.name,
+      kind: lin.kind,
+      layer: lin.layer,
+      kept: nnz / (R * C),
+      rowsKept: rk,
+      colsKept: ck,
+    };
+  });
+  const perKind: Record<string, number> = {};
+  for (const k in kt) perKind[k] = kz[k] / kt[k];
+  return { overall: total ? zeros / total : 0, perKind, perModule };
+}
+
+function updateOptions(opts: PruneOptions): UpdateOptions {
+  return {
+    maxCorrelate: opts.maxCorrelate ?? 0,
+    strictmax: opts.strictmax ?? false,
+    addupdate: opts.addupdate ?? false,
+    updateScale: opts.updateScale ?? 1,
+  };
+}
+
+/**
+ * Prunes `model` in place to the cumulative sparsity `target` with the given curvature.
+ * The threshold selects at most ⌊s·V⌋ units (quirk Q8 fixed; ties at τ are all removed, so the
+ * count can exceed it only by ties); already-zero entries and dead rows/columns count as removed
+ * and stay exactly zero.
+ *
+ * @param model the model (its prunable weights are modified)
+ * @param curv curvature of every module (from `estimateCurvature`)
+ * @param target cumulative sparsity in [0, 1]
+ * @param opts structure and method options
+ * @example Usage
+ * ```ts ignore
+ * const curv = await estimateCurvature(model, calib, { kind: "kfac", useIad: true });
+ * const rep = await pruneShot(model, curv, 0.3, { structure: "rowcol" });
+ * console.log(rep.threshold, rep.sparsity);
+ * ```
+ */
+export async function pruneShot(
+  model: CausalLM,
+  curv: Curvature,
+  target: number,
+  opts: PruneOptions,
+): Promise<ShotReport> {
+  const t0 = performance.now();
+  if (!(target >= 0 && target <= 1)) {
+    throw new PruneOptionError(`--sparsity: target ${target} is not in [0, 1]`);
+  }
+  const obd = opts.obd ?? false;
+  const structure = opts.structure;
+  const lins = model.linears();
+  const costOpts = { obd, useDiagonal: opts.useDiagonal, rank1cost: opts.rank1cost };
+  const upd = updateOptions(opts);
+  if (structure === "rowcol" && upd.maxCorrelate < 0) {
+    throw new PruneOptionError(
+      `--max_correlate ${upd.maxCorrelate}: negative values are for element/N:M only`,
+    );
+  }
+  const prepared = await prepareModules(lins, curv, {
+    obd,
+    dampG: opts.dampG ?? 0.01,
+    dampA: opts.dampA ?? 0.01,
+  });
+  let threshold = -Infinity, removedUnits = 0;
+  let unit: ShotReport["unit"] = "entries";
+  const temps: Tensor[] = [];
+  try {
+    if (structure === "element" || typeof structure === "object") {
+      const costs = prepared.map((p) => elementCosts(p, costOpts));
+      temps.push(...costs);
+      let units: Tensor[] = costs;
+      let nm: { sum: Tensor; nth: Tensor }[] = [];
+      let k: number;
+      if (structure === "element") {
+        const V = costs.reduce((s, c) => s + c.size, 0);
+        k = Math.floor(target * V + 1e-9);
+      } else {
+        unit = "groups";
+        nm = prepared.map((p, i) => nmGroupCosts(costs[i], p.C0, structure.n, structure.m));
+        for (const g of nm) temps.push(g.sum, g.nth);
+        units = nm.map((g) => g.sum);
+        const B = units.reduce((s, c) => s + c.size, 0);
+        k = Math.min(Math.floor(target * structure.m / structure.n * B + 1e-9), B);
+      }
+      if (k > 0) {
+        const sel = await kthSmallestAll(units.filter((u) => u.size > 0), k - 1);
+        threshold = sel.value;
+        removedUnits = sel.atOrBelow;
+      }
+      for (const [i, p] of prepared.entries()) {
+        const mask = typeof structure === "object"
+          ? nmMask(costs[i], nm[i].sum, nm[i].nth, structure.m, threshold)
+          : rowColMap("select(0.0, 1.0, a <= s0)", costs[i], { s: [threshold], name: "mask" });
+        // Entries that are already zero stay constrained to zero (they are removed units).
+        rowColMap("max(a, select(0.0, 1.0, b == 0.0))", mask, { b: p.W, out: mask });
+        if (obd) applyMask(p, mask);
+        else await elementUpdate(p, mask, upd);
+        mask.dispose();
+      }
+    } else if (structure === "rowcol") {
+      unit = "rows+columns";
+      const rc = prepared.map((p) => rowColCosts(p, costOpts));
+      for (const x of rc) temps.push(x.rows, x.cols);
+      const raw = await readAll(rc.flatMap((x) => [x.rows, x.cols]));
+      const host = prepared.map((_, i) => ({
+        rows: new Float32Array(raw[2 * i]),
+        cols: new Float32Array(raw[2 * i + 1]),
+      }));
+      const th = structuredThreshold(host, target);
+      threshold = th.tau;
+      for (const [i, p] of prepared.entries()) {
+        const rowsOut: number[] = [], colsOut: number[] = [];
+        host[i].rows.forEach((c, r) => {
+          if (c <= threshold) {
+            removedUnits++;
+            if (p.keepR[r]) rowsOut.push(r);
+          }
+        });
+        host[i].cols.forEach((c, j) => {
+          if (c <= threshold) {
+            removedUnits++;
+            if (p.keepC[j]) colsOut.push(j);
+          }
+        });
+        if (obd) {
+          const rm = new Float32Array(p.R), cm = new Float32Array(p.C);
+          for (const r of rowsOut) rm[r] = 1;
+          for (const c of colsOut) cm[c] = 1;
+          const rmT = Tensor.fromSync(p.W.rt, rm, [p.R], "f32", "rows out");
+          const cmT = Tensor.fromSync(p.W.rt, cm, [p.C], "f32", "cols out");
+          applyRowColMask(p, rmT, cmT);
+          rmT.dispose(), cmT.dispose();
+        } else {
+          structuredUpdate(p, rowsOut, colsOut, upd);
+        }
+      }
+    } else {
+      throw new PruneOptionError(`--structures: unknown structure ${JSON.stringify(structure)}`);
+    }
+  } finally {
+    for (const t of temps) t.dispose();
+    disposePrepared(prepared);
+  }
+  const st = await sparsityStats(model);
+  return {
+    target,
+    threshold,
+    removedUnits,
+    unit,
+    sparsity: st.overall,
+    perKind: st.perKind,
+    perModule: st.perModule,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/** One-line summary of a shot report for logs. */
+export function formatShot(shot: number, r: ShotReport, structure: Structure): string {
+  return `shot ${shot}: ${structureName(structure)} target ${r.target.toFixed(4)} τ ${
+    r.threshold.toExponential(4)
+  } ` +
+    `removed ${r.removedUnits} ${r.unit}, sparsity ${r.sparsity.toFixed(4)} (${
+      r.seconds.toFixed(1)
+    } s)`;
+}
