@@ -950,3 +950,70 @@ export function resultSettings(cfg: SurgeonConfig): Record<string, unknown> {
   ]);
   return Object.fromEntries(Object.entries(cfg).filter(([k]) => !skip.has(k)));
 }
+
+/**
+ * The options of the pruner's multi-shot schedule (`runSchedule`) for a set of settings: the
+ * one place where flags become curvature, pruning and schedule options.
+ * @param cfg validated settings
+ * @example
+ * ```ts
+ * const opts = scheduleOptions(parseFlags(["--structures", "2:4", "--use_iad"]));
+ * opts.structure; // { n: 2, m: 4 }
+ * ```
+ */
+export function scheduleOptions(cfg: SurgeonConfig): {
+  kind: "identity" | "activations" | "kfac";
+  useIad: boolean;
+  kpcaIter: number;
+  krank: number;
+  fisherSamples: number;
+  maxOutgrad: number;
+  diagonal: boolean;
+  structure: "element" | "rowcol" | { n: number; m: number };
+  obd: boolean;
+  dampG: number;
+  dampA: number;
+  maxCorrelate: number;
+  addupdate: boolean;
+  strictmax: boolean;
+  updateScale: number;
+  useDiagonal: boolean;
+  rank1cost: boolean;
+  eigenfix: boolean;
+  sparsity: number;
+  shots: number;
+  nsamples: number;
+  newdata: boolean;
+  reuse: boolean;
+  lora: { lr: number; subset: number; epochs: number } | null;
+  seed: number;
+} {
+  const s = structureOf(cfg.structures);
+  return {
+    kind: cfg.curvature,
+    useIad: cfg.use_iad,
+    kpcaIter: cfg.kpca_iter,
+    krank: cfg.krank,
+    fisherSamples: cfg.fisher_samples,
+    maxOutgrad: cfg.max_outgrad,
+    diagonal: cfg.diagonal,
+    structure: s.kind === "nm" ? { n: s.n, m: s.m } : s.kind,
+    obd: cfg.obd,
+    dampG: cfg.damp_g,
+    dampA: cfg.damp_a,
+    maxCorrelate: cfg.max_correlate,
+    addupdate: cfg.addupdate,
+    strictmax: cfg.strictmax,
+    updateScale: cfg.update_scale,
+    useDiagonal: cfg.use_diagonal,
+    rank1cost: cfg.rank1cost,
+    eigenfix: cfg.eigenfix,
+    sparsity: cfg.sparsity,
+    shots: cfg.shots,
+    nsamples: cfg.nsamples,
+    newdata: cfg.newdata,
+    reuse: cfg.reuse,
+    lora: cfg.lora ? { lr: cfg.lora_lr, subset: cfg.lora_subset, epochs: cfg.lora_epochs } : null,
+    seed: cfg.seed,
+  };
+}
