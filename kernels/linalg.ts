@@ -447,6 +447,13 @@ function factorRec(
   return { L, Li };
 }
 
+/** L⁻¹ of the Cholesky factor of A (mode "chol") or of the lower triangle of A (mode "inv"). */
+function inverseFactor(A: Tensor, status: Tensor, mode: "chol" | "inv"): Tensor {
+  const { L, Li } = factorRec(A, 0, status, mode, true);
+  L.dispose();
+  return Li!;
+}
+
 /** A damped copy of M (σ = λ·mean diag M, stored in status[2]); a plain copy when λ = 0. */
 function dampedCopy(M: Tensor, damp: number, status: Tensor, name: string): Tensor {
   const n = M.shape[0];
@@ -599,13 +606,13 @@ export function triangularSolve(L: Tensor, B: Tensor, opts: TriangularSolveOptio
   } else {
     const Lw = opts.lower ? L : transposed(L, `${L.name}ᵀ`);
     const status = newStatus(L.rt, L.name);
-    const { Li } = factorRec(Lw, 0, status, "inv", true);
+    const Li = inverseFactor(Lw, status, "inv");
     status.dispose();
     if (Lw !== L) Lw.dispose();
     X = side === "left"
-      ? matmul(Li!, B2, { transA: t, name: `${B.name}:solved` })
-      : matmul(B2, Li!, { transB: t, name: `${B.name}:solved` });
-    Li!.dispose();
+      ? matmul(Li, B2, { transA: t, name: `${B.name}:solved` })
+      : matmul(B2, Li, { transB: t, name: `${B.name}:solved` });
+    Li.dispose();
   }
   if (vector) {
     B2.dispose();
@@ -663,7 +670,7 @@ export async function spdInverse(M: Tensor, opts: SpdInverseOptions = {}): Promi
     const Md = dampedCopy(M, damp, status, name);
     let Li: Tensor | null = null;
     try {
-      Li = factorRec(Md, 0, status, "chol", true).Li!;
+      Li = inverseFactor(Md, status, "chol");
       Md.dispose();
       await checkStatus(status, name, damp);
     } catch (e) {
@@ -801,7 +808,7 @@ async function solveRefined(
   try {
     const Md = dampedCopy(M, damp, status, name);
     try {
-      Li = factorRec(Md, 0, status, "chol", true).Li!;
+      Li = inverseFactor(Md, status, "chol");
     } finally {
       Md.dispose();
     }
@@ -840,5 +847,226 @@ async function solveRefined(
     Li?.dispose();
     status.dispose();
     stats.dispose();
+  }
+}
+
+/**
+ * One workgroup per system: damped Cholesky in scratch W, substitution, then iterative
+ * refinement with the double-f32 residual until the correction is below f32 rounding.
+ * status[2s] = failing pivot + 1 (0: fine), status[2s + 1] = its value bits.
+ */
+const BATCHED = `
+@group(0) @binding(0) var<storage, read> Ms: array<f32>;
+@group(0) @binding(1) var<storage, read> Bs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> W: array<f32>;
+@group(0) @binding(3) var<storage, read_write> X: array<f32>;
+@group(0) @binding(4) var<storage, read_write> Rr: array<f32>;
+@group(0) @binding(5) var<storage, read_write> status: array<u32>;
+struct P { n: u32, k: u32, batch: u32, maxIt: u32, lambda: f32, one: f32, q0: f32, q1: f32 };
+@group(0) @binding(6) var<uniform> p: P;
+${COMPENSATED}
+var<workgroup> sigma: f32;
+var<workgroup> piv: f32;
+var<workgroup> redD: array<f32, 64>;
+var<workgroup> redX: array<f32, 64>;
+var<workgroup> done: u32;
+
+// Solves L·Lᵀ·y = y in place for column c of the n×k block at off (L at wo).
+fn cholSolveColumn(wo: u32, off: u32, c: u32) {
+  let n = p.n; let k = p.k;
+  for (var i = 0u; i < n; i++) {
+    var s = Rr[off + i * k + c];
+    for (var j = 0u; j < i; j++) { s -= W[wo + i * n + j] * Rr[off + j * k + c]; }
+    Rr[off + i * k + c] = s / W[wo + i * n + i];
+  }
+  for (var ii = 0u; ii < n; ii++) {
+    let i = n - 1u - ii;
+    var s = Rr[off + i * k + c];
+    for (var j = i + 1u; j < n; j++) { s -= W[wo + j * n + i] * Rr[off + j * k + c]; }
+    Rr[off + i * k + c] = s / W[wo + i * n + i];
+  }
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
+        @builtin(local_invocation_index) t: u32) {
+  let s = wid.y * nw.x + wid.x;
+  if (s >= p.batch) { return; }
+  let n = p.n; let k = p.k; let one = p.one;
+  let mo = s * n * n;
+  let bo = s * n * k;
+  if (t == 0u) {
+    var d = 0.0;
+    for (var i = 0u; i < n; i++) { d += Ms[mo + i * n + i]; }
+    sigma = p.lambda * d / f32(n);
+  }
+  workgroupBarrier();
+  let sg = sigma;
+  for (var idx = t; idx < n * n; idx += 64u) {
+    let i = idx / n; let j = idx % n;
+    W[mo + idx] = select(0.0, Ms[mo + idx] + select(0.0, sg, i == j), j <= i);
+  }
+  storageBarrier();
+  for (var j = 0u; j < n; j++) {
+    if (t == 0u) {
+      var d = W[mo + j * n + j];
+      if (!(d > 0.0) || d > 3.0e38) {
+        if (status[2u * s] == 0u) { status[2u * s] = j + 1u; status[2u * s + 1u] = bitcast<u32>(d); }
+        d = 1.0;
+      }
+      let r = sqrt(d);
+      W[mo + j * n + j] = r;
+      piv = r;
+    }
+    storageBarrier();
+    workgroupBarrier();
+    let pv = piv;
+    for (var i = j + 1u + t; i < n; i += 64u) { W[mo + i * n + j] = W[mo + i * n + j] / pv; }
+    storageBarrier();
+    for (var i = j + 1u + t; i < n; i += 64u) {
+      let lij = W[mo + i * n + j];
+      for (var q = j + 1u; q <= i; q++) { W[mo + i * n + q] -= lij * W[mo + q * n + j]; }
+    }
+    storageBarrier();
+  }
+  // First solution: X = (L·Lᵀ)⁻¹·B, via the scratch Rr.
+  for (var idx = t; idx < n * k; idx += 64u) { Rr[bo + idx] = Bs[bo + idx]; }
+  storageBarrier();
+  for (var c = t; c < k; c += 64u) { cholSolveColumn(mo, bo, c); }
+  storageBarrier();
+  for (var idx = t; idx < n * k; idx += 64u) { X[bo + idx] = Rr[bo + idx]; }
+  storageBarrier();
+  for (var it = 0u; it < p.maxIt; it++) {
+    // Residual B − M·X − σ·X in double-f32.
+    let ssg = split2(-sg, one);
+    for (var idx = t; idx < n * k; idx += 64u) {
+      let i = idx / k; let c = idx % k;
+      var hi = Bs[bo + idx];
+      var lo = 0.0;
+      for (var j = 0u; j < n; j++) {
+        let a = -Ms[mo + i * n + j];
+        let x = X[bo + j * k + c];
+        let q = a * x;
+        let e = prodErr(q, split2(a, one), split2(x, one));
+        let ts = twoSum(hi, q, one);
+        hi = ts.x;
+        lo += ts.y + e;
+      }
+      let x = X[bo + idx];
+      let q = -sg * x;
+      let e = prodErr(q, ssg, split2(x, one));
+      let ts = twoSum(hi, q, one);
+      Rr[bo + idx] = ts.x + (lo + ts.y + e);
+    }
+    storageBarrier();
+    for (var c = t; c < k; c += 64u) { cholSolveColumn(mo, bo, c); }
+    storageBarrier();
+    var md = 0.0; var mx = 0.0;
+    for (var idx = t; idx < n * k; idx += 64u) {
+      let d = Rr[bo + idx];
+      let x = X[bo + idx] + d;
+      X[bo + idx] = x;
+      md = max(md, abs(d));
+      mx = max(mx, abs(x));
+    }
+    redD[t] = md; redX[t] = mx;
+    workgroupBarrier();
+    for (var w = 32u; w > 0u; w = w / 2u) {
+      if (t < w) { redD[t] = max(redD[t], redD[t + w]); redX[t] = max(redX[t], redX[t + w]); }
+      workgroupBarrier();
+    }
+    if (t == 0u) { done = select(0u, 1u, !(redD[0] > 1e-7 * redX[0])); }
+    storageBarrier();
+    if (workgroupUniformLoad(&done) == 1u) { break; }
+  }
+}`;
+
+/** Options of {@link batchedSpdSolve}. */
+export interface BatchedSpdSolveOptions {
+  /** Relative damping λ per system: `M_s + λ·mean(diag M_s)·I`. Default 0. */
+  damp?: number;
+  /** Name used in errors (default: the tensor's name). */
+  name?: string;
+  /** Most refinement steps per system (default 10; 0 = plain f32 Cholesky solve). */
+  maxRefine?: number;
+}
+
+/**
+ * Solves many independent SPD systems `M_s·X_s = B_s` at once: one dispatch, one workgroup per
+ * system (damped Cholesky, substitution, and refinement with a double-f32 residual, stopping per
+ * system when the correction reaches f32 rounding). Meant for n ≤ 256; larger n work but run one
+ * system per workgroup. Reads back one status array.
+ *
+ * @param Ms `[b, n, n]` SPD matrices
+ * @param Bs `[b, n, k]` right-hand sides (or `[b, n]` for one column each)
+ * @param opts damping, name, refinement limit
+ * @returns X, same shape as Bs
+ * @throws {NotPositiveDefiniteError} naming the first failing system and its pivot
+ *
+ * @example Usage
+ * ```ts ignore
+ * const X = await batchedSpdSolve(Ms, Bs, { damp: 0.01 });  // Ms [64, 256, 256], Bs [64, 256, 8]
+ * ```
+ */
+export async function batchedSpdSolve(
+  Ms: Tensor,
+  Bs: Tensor,
+  opts: BatchedSpdSolveOptions = {},
+): Promise<Tensor> {
+  const name = opts.name ?? Ms.name;
+  const op = `batchedSpdSolve(${name}, ${Bs.name})`;
+  if (Ms.dtype !== "f32" || Bs.dtype !== "f32") throw new GpuError(op, "expects f32 tensors");
+  if (Ms.shape.length !== 3 || Ms.shape[1] !== Ms.shape[2]) {
+    throw new GpuError(op, `matrices ${Ms} must be [b, n, n], got [${Ms.shape}]`);
+  }
+  const [b, n] = Ms.shape;
+  const k = Bs.shape.length === 2 ? 1 : Bs.shape[2];
+  if (
+    (Bs.shape.length !== 2 && Bs.shape.length !== 3) || Bs.shape[0] !== b || Bs.shape[1] !== n
+  ) {
+    throw new GpuError(
+      op,
+      `right-hand sides [${Bs.shape}] must be [${b}, ${n}, k] or [${b}, ${n}]`,
+    );
+  }
+  for (const t of [Ms, Bs]) {
+    if (t.size * 4 > t.rt.maxBinding) {
+      throw new GpuError(op, `${t} exceeds one storage binding (${t.rt.maxBinding} bytes)`);
+    }
+  }
+  const rt = Ms.rt;
+  const X = Tensor.emptySync(rt, Bs.shape, "f32", `${name}:solution`);
+  if (b === 0 || n === 0 || k === 0) return X;
+  const damp = opts.damp ?? 0;
+  const W = Tensor.emptySync(rt, [b, n, n], "f32", `${name}:factors`);
+  const R = Tensor.emptySync(rt, [b, n, k], "f32", `${name}:residuals`);
+  const status = Tensor.fromSync(rt, new Uint32Array(2 * b), [2 * b], "u32", `${name}:status`);
+  try {
+    const groups = b <= 65535 ? [b, 1] : [65535, Math.ceil(b / 65535)];
+    rt.dispatch(
+      rt.kernel("linalg_batched_spd_solve", BATCHED),
+      [Ms.range(), Bs.range(), W.range(), X.range(), R.range(), status.range()],
+      packParams(n, k, b, opts.maxRefine ?? 10, f32(damp), f32(1), f32(0), f32(0)),
+      [groups[0], groups[1]],
+    );
+    const st = await status.readU32();
+    for (let s = 0; s < b; s++) {
+      if (st[2 * s] !== 0) {
+        X.dispose();
+        const value = new Float32Array(new Uint32Array([st[2 * s + 1]]).buffer)[0];
+        throw new NotPositiveDefiniteError(
+          name,
+          st[2 * s] - 1,
+          damp,
+          value,
+          ` (system ${s} of ${b})`,
+        );
+      }
+    }
+    return X;
+  } finally {
+    W.dispose();
+    R.dispose();
+    status.dispose();
   }
 }

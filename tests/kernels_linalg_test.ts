@@ -1,0 +1,426 @@
+/**
+ * Tests of kernels/linalg.ts against plain float64 TypeScript references: Cholesky, triangular
+ * solves, damped SPD inverse (with the accuracy bounds of issue #2 on matrices of controlled
+ * condition number), SPD solves and batched SPD solves.
+ */
+import assert from "node:assert/strict";
+import { gpu } from "../kernels/device.ts";
+import {
+  batchedSpdSolve,
+  cholesky,
+  NotPositiveDefiniteError,
+  spdInverse,
+  spdSolve,
+  triangularSolve,
+} from "../kernels/linalg.ts";
+import { Tensor } from "../kernels/tensor.ts";
+import { assertClose, matmulRef, relFrob, Rng } from "./_util.ts";
+
+// ---------------------------------------------------------------------------------------------
+// float64 references
+// ---------------------------------------------------------------------------------------------
+
+/** Lower Cholesky factor of a row-major SPD matrix, in float64. */
+function cholesky64(a: ArrayLike<number>, n: number): Float64Array {
+  const L = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    let d = a[j * n + j];
+    for (let k = 0; k < j; k++) d -= L[j * n + k] ** 2;
+    if (!(d > 0)) throw new Error(`reference Cholesky: pivot ${j} is ${d}`);
+    const ljj = Math.sqrt(d);
+    L[j * n + j] = ljj;
+    for (let i = j + 1; i < n; i++) {
+      let v = a[i * n + j];
+      for (let k = 0; k < j; k++) v -= L[i * n + k] * L[j * n + k];
+      L[i * n + j] = v / ljj;
+    }
+  }
+  return L;
+}
+
+/** Solves op(T)·x = b for a triangular T (lower or upper, optionally transposed), float64. */
+function triSolve64(
+  T: ArrayLike<number>,
+  n: number,
+  b: ArrayLike<number>,
+  k: number,
+  lower: boolean,
+  transpose: boolean,
+): Float64Array {
+  // Effective matrix E = op(T); E is lower iff lower XOR transpose.
+  const e = (i: number, j: number) => transpose ? T[j * n + i] : T[i * n + j];
+  const effLower = lower !== transpose;
+  const x = Float64Array.from(b);
+  for (let c = 0; c < k; c++) {
+    for (let s = 0; s < n; s++) {
+      const i = effLower ? s : n - 1 - s;
+      let v = x[i * k + c];
+      if (effLower) { for (let j = 0; j < i; j++) v -= e(i, j) * x[j * k + c]; }
+      else for (let j = i + 1; j < n; j++) v -= e(i, j) * x[j * k + c];
+      x[i * k + c] = v / e(i, i);
+    }
+  }
+  return x;
+}
+
+/** Solves M·X = B (M SPD, B n×k) in float64. */
+function spdSolve64(
+  m: ArrayLike<number>,
+  n: number,
+  b: ArrayLike<number>,
+  k: number,
+): Float64Array {
+  const L = cholesky64(m, n);
+  return triSolve64(L, n, triSolve64(L, n, b, k, true, false), k, true, true);
+}
+
+/** (M + λ·mean(diag M)·I)⁻¹ in float64 (ALGORITHM.md §4.1). */
+function inverse64(m: ArrayLike<number>, n: number, damp = 0): Float64Array {
+  const md = Float64Array.from(m);
+  let mean = 0;
+  for (let i = 0; i < n; i++) mean += md[i * n + i] / n;
+  for (let i = 0; i < n; i++) md[i * n + i] += damp * mean;
+  const eye = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) eye[i * n + i] = 1;
+  return spdSolve64(md, n, eye, n);
+}
+
+/** A Haar-like random orthogonal matrix: Gram–Schmidt (twice) on a Gaussian matrix. */
+function randomOrthogonal(n: number, rng: Rng): Float64Array {
+  const q = rng.normals(n * n);
+  for (let j = 0; j < n; j++) {
+    for (let pass = 0; pass < 2; pass++) {
+      for (let c = 0; c < j; c++) {
+        let d = 0;
+        for (let i = 0; i < n; i++) d += q[i * n + j] * q[i * n + c];
+        for (let i = 0; i < n; i++) q[i * n + j] -= d * q[i * n + c];
+      }
+    }
+    let norm = 0;
+    for (let i = 0; i < n; i++) norm += q[i * n + j] ** 2;
+    norm = Math.sqrt(norm);
+    for (let i = 0; i < n; i++) q[i * n + j] /= norm;
+  }
+  return q;
+}
+
+/** Q·diag(λ)·Qᵀ with λ log-spaced from 1 to κ, rounded to f32 (the matrix the GPU sees). */
+function withCondition(n: number, kappa: number, rng: Rng): Float32Array {
+  const q = randomOrthogonal(n, rng);
+  const lam = Array.from({ length: n }, (_, i) => kappa ** (n === 1 ? 0 : i / (n - 1)));
+  const m = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let v = 0;
+      for (let k = 0; k < n; k++) v += q[i * n + k] * lam[k] * q[j * n + k];
+      m[i * n + j] = v;
+      m[j * n + i] = v;
+    }
+  }
+  return m;
+}
+
+/** A well-conditioned random SPD matrix G·Gᵀ/n + I, rounded to f32. */
+function randomSpd(n: number, rng: Rng): Float32Array {
+  const g = rng.normals(n * n);
+  const m = matmulRef(g, g, n, n, n, false, true);
+  for (let i = 0; i < n * n; i++) m[i] /= n;
+  for (let i = 0; i < n; i++) m[i * n + i] += 1;
+  return Float32Array.from(m);
+}
+
+async function upload(data: ArrayLike<number>, shape: number[], name = "M"): Promise<Tensor> {
+  return await Tensor.from(Float32Array.from(data), shape, "f32", name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cholesky
+// ---------------------------------------------------------------------------------------------
+
+Deno.test("cholesky() matches a float64 reference on odd sizes and leaves zeros above", async () => {
+  const rng = new Rng(11);
+  for (const n of [1, 3, 17, 64, 65, 100, 257]) {
+    const m = randomSpd(n, rng);
+    const M = await upload(m, [n, n]);
+    const L = await cholesky(M);
+    const l = await L.read();
+    assert.ok(relFrob(l, cholesky64(m, n)) < 2e-6, `n = ${n}: ${relFrob(l, cholesky64(m, n))}`);
+    for (let i = 0; i < n; i++) {
+      for (let j = i + 1; j < n; j++) assert.equal(l[i * n + j], 0, `L[${i}, ${j}] above diagonal`);
+    }
+    M.dispose();
+    L.dispose();
+  }
+});
+
+Deno.test("cholesky() of the identity is the identity, and of a 0×0 matrix is 0×0", async () => {
+  const n = 70;
+  const eye = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) eye[i * n + i] = 1;
+  const L = await cholesky(await upload(eye, [n, n]));
+  assert.deepStrictEqual(await L.read(), eye);
+  const E = await cholesky(await Tensor.zeros([0, 0]));
+  assert.deepStrictEqual(E.shape, [0, 0]);
+});
+
+Deno.test("cholesky() throws NotPositiveDefiniteError naming the matrix and the pivot", async () => {
+  // Singular: rows 0 and 1 equal → pivot 1 is exactly 0.
+  const S = await upload([1, 1, 0, 1, 1, 0, 0, 0, 1], [3, 3], "G_0");
+  await assert.rejects(() => cholesky(S), (e: unknown) => {
+    assert.ok(e instanceof NotPositiveDefiniteError);
+    assert.equal(e.pivot, 1);
+    assert.equal(e.matrix, "G_0");
+    assert.match(e.message, /G_0.*pivot 1/);
+    return true;
+  });
+  // A negative pivot deep inside the recursion (second leaf).
+  const n = 100, bad = 70;
+  const m = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) m[i * n + i] = i === bad ? -2 : 1;
+  const N = await upload(m, [n, n], "A_fc2");
+  await assert.rejects(() => cholesky(N, { name: "layer3.fc2 A" }), (e: unknown) => {
+    assert.ok(e instanceof NotPositiveDefiniteError);
+    assert.equal(e.pivot, bad);
+    assert.equal(e.value, -2);
+    assert.match(e.message, /layer3\.fc2 A.*pivot 70/);
+    return true;
+  });
+  // NaN input is reported, not propagated.
+  const nan = await upload([4, NaN, NaN, 5], [2, 2]);
+  await assert.rejects(() => cholesky(nan), NotPositiveDefiniteError);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Triangular solves
+// ---------------------------------------------------------------------------------------------
+
+Deno.test("triangularSolve() handles lower/upper, transposed, left/right on odd sizes", async () => {
+  const rng = new Rng(5);
+  for (const n of [1, 17, 100]) {
+    const k = 3;
+    // A well-conditioned triangle: unit-ish diagonal, small off-diagonal entries.
+    const full = rng.normals(n * n, 0.3 / Math.sqrt(n));
+    for (let i = 0; i < n; i++) full[i * n + i] = 1 + rng.next();
+    const T = await upload(full, [n, n], "T");
+    for (const lower of [true, false]) {
+      // The reference sees only the used triangle; the other one holds garbage on the GPU.
+      const tri = Float64Array.from(full);
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < n; j++) if (lower ? j > i : j < i) tri[i * n + j] = 0;
+      }
+      for (const transpose of [false, true]) {
+        for (const side of ["left", "right"] as const) {
+          const b = rng.normals(n * k);
+          const B = await upload(b, side === "left" ? [n, k] : [k, n], "B");
+          const X = triangularSolve(T, B, { lower, transpose, side });
+          let ref: Float64Array;
+          if (side === "left") ref = triSolve64(tri, n, b, k, lower, transpose);
+          else {
+            // X·op(T) = B ⇔ op(T)ᵀ·Xᵀ = Bᵀ.
+            const bt = new Float64Array(n * k);
+            for (let i = 0; i < k; i++) for (let j = 0; j < n; j++) bt[j * k + i] = b[i * n + j];
+            const xt = triSolve64(tri, n, bt, k, lower, !transpose);
+            ref = new Float64Array(n * k);
+            for (let i = 0; i < k; i++) for (let j = 0; j < n; j++) ref[i * n + j] = xt[j * k + i];
+          }
+          assert.deepStrictEqual(X.shape, B.shape);
+          const what = `n=${n} lower=${lower} transpose=${transpose} side=${side}`;
+          assertClose(await X.read(), ref, 1e-4, 1e-5, what);
+          B.dispose();
+          X.dispose();
+        }
+      }
+    }
+    T.dispose();
+  }
+});
+
+Deno.test("triangularSolve() accepts a 1-D right-hand side and zero columns", async () => {
+  const T = await upload([2, 0, 1, 4], [2, 2]);
+  const x = triangularSolve(T, await upload([2, 9], [2]), { lower: true });
+  assert.deepStrictEqual(x.shape, [2]);
+  assertClose(await x.read(), [1, 2], 1e-6, 1e-7);
+  const e = triangularSolve(T, await Tensor.zeros([2, 0]), { lower: true });
+  assert.deepStrictEqual(e.shape, [2, 0]);
+  assert.throws(() => triangularSolve(T, x, { lower: true, side: "right" }), /side/);
+});
+
+// ---------------------------------------------------------------------------------------------
+// SPD inverse
+// ---------------------------------------------------------------------------------------------
+
+Deno.test("spdInverse() reproduces the damping example of ALGORITHM.md §12 R6", async () => {
+  const X = await spdInverse(await upload([2, 1, 1, 4], [2, 2]), { damp: 0.1 });
+  assertClose(await X.read(), [0.483690, -0.112486, -0.112486, 0.258718], 0, 1e-6);
+  // Also against the closed form 1/8.89·[[4.3, −1], [−1, 2.3]] to f32 precision.
+  assertClose(await X.read(), [4.3 / 8.89, -1 / 8.89, -1 / 8.89, 2.3 / 8.89], 1e-6, 0);
+});
+
+Deno.test("spdInverse() matches float64 on odd sizes, identity, 1×1 and 0×0", async () => {
+  const rng = new Rng(3);
+  for (const n of [1, 3, 17, 100, 257]) {
+    const m = randomSpd(n, rng);
+    const X = await spdInverse(await upload(m, [n, n]));
+    const err = relFrob(await X.read(), inverse64(m, n));
+    assert.ok(err < 1e-6, `n = ${n}: relative error ${err}`);
+  }
+  const eye = new Float32Array(9);
+  eye[0] = eye[4] = eye[8] = 1;
+  assertClose(await (await spdInverse(await upload(eye, [3, 3]))).read(), eye, 0, 1e-7);
+  assertClose(await (await spdInverse(await upload([4], [1, 1]))).read(), [0.25], 1e-7, 0);
+  assert.deepStrictEqual((await spdInverse(await Tensor.zeros([0, 0]))).shape, [0, 0]);
+});
+
+Deno.test("spdInverse() meets 1e-5 at κ = 1e3 and 1e-4 at κ = 1e6 (float64 reference)", async () => {
+  const rng = new Rng(2024);
+  for (const [n, kappa, bound] of [[150, 1e3, 1e-5], [200, 1e6, 1e-4], [129, 1e6, 1e-4]]) {
+    const m = withCondition(n, kappa, rng);
+    const ref = inverse64(m, n);
+    const M = await upload(m, [n, n], `cond${kappa}`);
+    const plain = await spdInverse(M, { maxRefine: 0 });
+    const X = await spdInverse(M);
+    const errPlain = relFrob(await plain.read(), ref);
+    const err = relFrob(await X.read(), ref);
+    assert.ok(err < bound, `n=${n} κ=${kappa}: relative error ${err} (plain f32 ${errPlain})`);
+    // The refinement is what makes the difference at κ = 1e6 (guards against a no-op refinement).
+    if (kappa >= 1e6) assert.ok(errPlain > 10 * bound, `plain f32 already ${errPlain}`);
+    // Symmetric output.
+    const x = await X.read();
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < i; j++) assert.equal(x[i * n + j], x[j * n + i]);
+    }
+  }
+});
+
+Deno.test("spdInverse() applies relative damping like the float64 reference", async () => {
+  const rng = new Rng(9);
+  const n = 90;
+  // A rank-deficient PSD matrix: only the damping makes it invertible.
+  const g = rng.normals(n * 30);
+  const m = Float32Array.from(matmulRef(g, g, n, n, 30, false, true));
+  const X = await spdInverse(await upload(m, [n, n]), { damp: 0.01 });
+  const err = relFrob(await X.read(), inverse64(m, n, 0.01));
+  assert.ok(err < 1e-5, `relative error ${err}`);
+});
+
+Deno.test("spdInverse() reports a singular matrix, or retries with more damping on request", async () => {
+  const m = [1, 1, 0, 1, 1, 0, 0, 0, 1];
+  const M = await upload(m, [3, 3], "A_hat");
+  await assert.rejects(() => spdInverse(M), (e: unknown) => {
+    assert.ok(e instanceof NotPositiveDefiniteError);
+    assert.equal(e.pivot, 1);
+    assert.equal(e.damp, 0);
+    assert.match(e.message, /A_hat.*λ = 0.*pivot 1/);
+    return true;
+  });
+  const warnings: string[] = [];
+  const warn = console.warn;
+  console.warn = (msg: string) => warnings.push(msg);
+  let X: Tensor;
+  try {
+    X = await spdInverse(M, { retryDamping: true });
+  } finally {
+    console.warn = warn;
+  }
+  const used = Number(/damping λ = ([0-9.e-]+)$/.exec(warnings[warnings.length - 1])![1]);
+  assert.ok(used > 0, `warnings: ${warnings.join(" | ")}`);
+  const err = relFrob(await X.read(), inverse64(m, 3, used));
+  assert.ok(err < 1e-4, `relative error ${err} with λ = ${used}`);
+  // Negative definite even after a small damping: still an error without retry.
+  await assert.rejects(
+    () => spdInverse(M, { damp: 1e-9 }),
+    (e: unknown) => e instanceof NotPositiveDefiniteError && e.damp === 1e-9,
+  );
+});
+
+Deno.test("spdInverse(), cholesky() and solves free every temporary", async () => {
+  const rt = await gpu();
+  const rng = new Rng(4);
+  const n = 130;
+  const M = await upload(randomSpd(n, rng), [n, n]);
+  const B = await upload(rng.normals(n * 2), [n, 2]);
+  await rt.sync();
+  const before = rt.liveBytes;
+  for (let i = 0; i < 2; i++) {
+    (await spdInverse(M, { damp: 0.01 })).dispose();
+    (await cholesky(M)).dispose();
+    (await spdSolve(M, B)).dispose();
+    triangularSolve(M, B, { lower: false, side: "left" }).dispose();
+  }
+  await rt.sync();
+  assert.equal(rt.liveBytes, before);
+});
+
+// ---------------------------------------------------------------------------------------------
+// SPD solves
+// ---------------------------------------------------------------------------------------------
+
+Deno.test("spdSolve() meets 1e-4 at κ = 1e6 and handles vectors and damping", async () => {
+  const rng = new Rng(77);
+  const n = 180, k = 4;
+  const m = withCondition(n, 1e6, rng);
+  const b = rng.normals(n * k);
+  const X = await spdSolve(await upload(m, [n, n]), await upload(b, [n, k]));
+  const err = relFrob(await X.read(), spdSolve64(m, n, b, k));
+  assert.ok(err < 1e-4, `relative error ${err}`);
+  // A vector right-hand side and relative damping.
+  const m2 = randomSpd(17, rng);
+  const b2 = rng.normals(17);
+  const x2 = await spdSolve(await upload(m2, [17, 17]), await upload(b2, [17]), { damp: 0.1 });
+  assert.deepStrictEqual(x2.shape, [17]);
+  const ref2 = Array.from(matmulRef(inverse64(m2, 17, 0.1), b2, 17, 1, 17));
+  assertClose(await x2.read(), ref2, 1e-5, 1e-7);
+});
+
+Deno.test("batchedSpdSolve() matches float64 per system and names a failing system", async () => {
+  const rng = new Rng(31);
+  for (const [b, n, k, kappa] of [[1, 1, 1, 1], [5, 17, 3, 1e3], [3, 70, 2, 1e5]]) {
+    const ms = new Float32Array(b * n * n), bs = rng.normals(b * n * k);
+    for (let s = 0; s < b; s++) ms.set(withCondition(n, kappa, rng), s * n * n);
+    const X = await batchedSpdSolve(await upload(ms, [b, n, n]), await upload(bs, [b, n, k]));
+    const x = await X.read();
+    for (let s = 0; s < b; s++) {
+      const ref = spdSolve64(
+        ms.subarray(s * n * n, (s + 1) * n * n),
+        n,
+        bs.subarray(s * n * k, (s + 1) * n * k),
+        k,
+      );
+      const err = relFrob(x.subarray(s * n * k, (s + 1) * n * k), ref);
+      assert.ok(err < 1e-5, `b=${b} n=${n} κ=${kappa} system ${s}: relative error ${err}`);
+    }
+  }
+  // Damping per system, and a 2-D right-hand side.
+  const n = 6;
+  const ms = new Float32Array(2 * n * n);
+  for (let s = 0; s < 2; s++) ms.set(randomSpd(n, rng), s * n * n);
+  const bs = rng.normals(2 * n);
+  const X = await batchedSpdSolve(await upload(ms, [2, n, n]), await upload(bs, [2, n]), {
+    damp: 0.5,
+  });
+  assert.deepStrictEqual(X.shape, [2, n]);
+  const x = await X.read();
+  for (let s = 0; s < 2; s++) {
+    const inv = inverse64(ms.subarray(s * n * n, (s + 1) * n * n), n, 0.5);
+    assertClose(
+      x.subarray(s * n, (s + 1) * n),
+      matmulRef(inv, bs.subarray(s * n), n, 1, n),
+      1e-5,
+      1e-7,
+    );
+  }
+  // System 2 of 3 is singular at pivot 4.
+  const bad = new Float32Array(3 * n * n);
+  for (let s = 0; s < 3; s++) for (let i = 0; i < n; i++) bad[s * n * n + i * n + i] = 1;
+  bad[2 * n * n + 4 * n + 4] = 0;
+  const Bad = await upload(bad, [3, n, n], "Cm");
+  await assert.rejects(
+    () => batchedSpdSolve(Bad, Tensor.emptySync(Bad.rt, [3, n, 1])),
+    (e: unknown) => {
+      assert.ok(e instanceof NotPositiveDefiniteError);
+      assert.equal(e.pivot, 4);
+      assert.match(e.message, /Cm \(system 2 of 3\).*pivot 4/);
+      return true;
+    },
+  );
+});
