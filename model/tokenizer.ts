@@ -264,7 +264,8 @@ function chunkModeOf(json: Json, tok: Tokenizer): ChunkMode {
 /**
  * Cut positions for `text` (each chunk after the first starts at a cut).
  * byteLevel: cut inside a whitespace run of ≥ 2 characters, before its last character, where
- * the run is followed by a non-space (the GPT-2 regex then splits there in the whole text too).
+ * the run is followed by a non-space, or after a lone `\n` (or other non-space whitespace)
+ * between two non-spaces: the GPT-2 regex splits there in the whole text too.
  * prepend: cut just before a `\n` (no merge contains `\n`; the continuation chunk's prepended
  * `▁` is dropped again), unless unknown characters would have been fused across the cut.
  */
@@ -274,8 +275,11 @@ function cutPositions(text: string, mode: ChunkMode, target: number): number[] {
   const valid = (p: number): boolean => {
     if (p <= 0 || p >= text.length) return false;
     if (mode.kind === "byteLevel") {
-      return p + 1 < text.length && WS.test(text[p - 1]) && WS.test(text[p]) &&
-        !WS.test(text[p + 1]);
+      if (!WS.test(text[p - 1])) return false;
+      // (i) inside a run of ≥ 2 whitespace characters, before its last one
+      if (WS.test(text[p])) return p + 1 < text.length && !WS.test(text[p + 1]);
+      // (ii) after a lone whitespace character that is not a space (a space joins the word)
+      return text[p - 1] !== " " && (p < 2 || !WS.test(text[p - 2]));
     }
     if (text[p] !== "\n") return false;
     return !mode.fuseUnk || mode.knownChar(text[p - 1]);
@@ -303,7 +307,8 @@ function cutPositions(text: string, mode: ChunkMode, target: number): number[] {
   return cuts;
 }
 
-class HfTokenizer implements TextTokenizer {
+/** A Hugging Face tokenizer with exact special tokens and chunked encoding of long texts. */
+export class HfTokenizer implements TextTokenizer {
   readonly bosId: number | null;
   readonly eosId: number | null;
   readonly vocabSize: number;
@@ -386,6 +391,14 @@ class HfTokenizer implements TextTokenizer {
     });
   }
 
+  /**
+   * Where {@link encode} cuts `text` into separately encoded chunks (empty when it encodes the
+   * text in one piece); exposed for tests and diagnostics.
+   */
+  chunkCuts(text: string): number[] {
+    return cutPositions(text, this.#mode, CHUNK_CHARS);
+  }
+
   /** Token id of a token string, or undefined. */
   tokenToId(token: string): number | undefined {
     return this.#tok.token_to_id(token);
@@ -415,7 +428,7 @@ function chatTemplateOf(config: Json): string | null {
  * tok.encode("Hello world"); // Int32Array [2, 31414, 232]
  * ```
  */
-export async function loadTokenizer(dir: string): Promise<TextTokenizer> {
+export async function loadTokenizer(dir: string): Promise<HfTokenizer> {
   const config: Json = {
     ...(await readJsonIfExists(join(dir, "special_tokens_map.json")) ?? {}),
     ...(await readJsonIfExists(join(dir, "tokenizer_config.json")) ?? {}),
