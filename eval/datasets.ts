@@ -18,6 +18,7 @@
  */
 import { parquetReadObjects } from "hyparquet";
 import { compressors } from "hyparquet-compressors";
+import { hubDownloadFile } from "../model/hub.ts";
 import type { TextTokenizer } from "../model/types.ts";
 
 /** The datasets the toolkit can read. */
@@ -236,7 +237,7 @@ async function loadHub(
   opts: DatasetOptions,
 ): Promise<TextSplit> {
   const hub = INFO[dataset].hub;
-  const fetchFile = opts.fetchFile ?? await defaultFetcher();
+  const fetchFile: HubFileFetcher = opts.fetchFile ?? hubDownloadFile;
   const filename = hub.file(split);
   let path: string;
   try {
@@ -266,15 +267,6 @@ async function loadHub(
     rows = tinyStoriesRows(await readTextFile(path, dataset, split));
   }
   return { dataset, split, source: path, rows };
-}
-
-/** Lazily imports the Hub client, so that this module loads without it (e.g. in tests). */
-async function defaultFetcher(): Promise<HubFileFetcher> {
-  const mod = await import("../model/hub.ts") as unknown as { hubDownloadFile?: HubFileFetcher };
-  if (typeof mod.hubDownloadFile !== "function") {
-    throw new DatasetError("model/hub.ts does not export hubDownloadFile; use --data_dir");
-  }
-  return mod.hubDownloadFile;
 }
 
 async function readTextFile(path: string, dataset: string, split: string): Promise<string> {

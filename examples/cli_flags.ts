@@ -874,6 +874,19 @@ export async function checkModelFolder(modelStr: string): Promise<void> {
 }
 
 /**
+ * Creates the log root if needed and checks that it can be written (a sandboxed run without
+ * write permission there fails here, before any work). Throws {@link FlagError} for `--log_root`.
+ * @param logRoot the `--log_root` value
+ */
+export async function checkLogRoot(logRoot: string): Promise<void> {
+  try {
+    await Deno.mkdir(logRoot, { recursive: true });
+  } catch (e) {
+    throw new FlagError("log_root", `cannot create or write ${logRoot}: ${(e as Error).message}`);
+  }
+}
+
+/**
  * The `--help` text: usage, then every flag with its default and explanation, by section.
  * @param program how the program is invoked (first usage line)
  */
@@ -1016,4 +1029,38 @@ export function scheduleOptions(cfg: SurgeonConfig): {
     lora: cfg.lora ? { lr: cfg.lora_lr, subset: cfg.lora_subset, epochs: cfg.lora_epochs } : null,
     seed: cfg.seed,
   };
+}
+
+/**
+ * A script's preset flags with the user's flags on top: every flag the user gives replaces the
+ * preset's value for that flag (lists included), everything else keeps the preset.
+ * @param preset the script's flags
+ * @param user the flags given on the command line
+ * @example
+ * ```ts
+ * mergeArgs(["--structures", "row", "column", "--shots", "40"], ["--structures", "element"]);
+ * // ["--shots=40", "--structures", "element"]
+ * ```
+ */
+export function mergeArgs(preset: readonly string[], user: readonly string[]): string[] {
+  const groups = (argv: readonly string[]) => {
+    const out: { name: string; tokens: string[] }[] = [];
+    for (const t of normaliseArgv(argv)) {
+      if (t.startsWith("--")) {
+        const name = t.slice(2).split("=")[0];
+        const last = out[out.length - 1];
+        // list values come as repeated "--name v" pairs: keep them in one group
+        if (last && last.name === name && SPEC_BY_NAME.get(name)?.type === "list") {
+          last.tokens.push(t);
+        } else out.push({ name, tokens: [t] });
+      } else if (out.length > 0) out[out.length - 1].tokens.push(t);
+      else out.push({ name: "", tokens: [t] });
+    }
+    return out;
+  };
+  const given = new Set(groups(user).map((g) => g.name));
+  return [
+    ...groups(preset).filter((g) => !given.has(g.name)).flatMap((g) => g.tokens),
+    ...normaliseArgv(user),
+  ];
 }

@@ -18,6 +18,7 @@ import { formatDuration, Progress } from "../eval/progress.ts";
 import { keptPlotSvg, type ModuleKept, perplexityPlotSvg, reportMarkdown } from "../eval/report.ts";
 import { type MetricsLine, RunFolder, runName, TOOLKIT_VERSION } from "../eval/run.ts";
 import {
+  checkLogRoot,
   checkModelFolder,
   FlagError,
   helpText,
@@ -120,6 +121,7 @@ export async function runSurgeon(
   const log = opts.log ?? ((m: string) => console.log(m));
   validateConfig(cfg);
   await checkModelFolder(cfg.model_str);
+  await checkLogRoot(cfg.log_root);
   const settings = resultSettings(cfg);
   const name = runName(settings);
   const run = await RunFolder.open(cfg.log_root, name, { resume: cfg.resume, settings });
@@ -388,6 +390,7 @@ export async function main(args: string[], program = "deno task surgeon"): Promi
     }
     validateConfig(cfg);
     await checkModelFolder(cfg.model_str);
+    await checkLogRoot(cfg.log_root);
   } catch (e) {
     if (e instanceof FlagError) {
       console.error(`error: ${e.message}\n(run with --help for every flag)`);

@@ -285,3 +285,32 @@ Deno.test("main() prints help (exit 0) and rejects bad flags before any work (ex
   assert.match(err[0], /--sparsity: 1.5 is out of range/);
   assert.match(err[1], /--model_str: "\/nonexistent\/folder" is neither a folder nor a Hub id/);
 });
+
+Deno.test("every example script's preset validates and user flags override it", async () => {
+  const { mergeArgs } = await import("../examples/cli_flags.ts");
+  const expect: Record<string, [string, string, boolean, number, number]> = {
+    magnitude: ["rowcol", "identity", true, 0.5, 1],
+    l_obd: ["rowcol", "activations", true, 0.3, 24],
+    kron_obd: ["rowcol", "kfac", true, 0.5, 40],
+    surgeon_structured: ["rowcol", "kfac", false, 0.5, 40],
+    surgeon_semistructured: ["2:4", "kfac", false, 0.5, 5],
+    surgeon_unstructured: ["element", "kfac", false, 0.5, 5],
+    prune: ["rowcol", "kfac", false, 0.2, 2],
+  };
+  for (const [name, [structure, curvature, obd, sparsity, shots]] of Object.entries(expect)) {
+    const { PRESET } = await import(`../examples/${name}.ts`);
+    const cfg = parseFlags(mergeArgs(PRESET, []));
+    validateConfig(cfg);
+    const o = scheduleOptions(cfg);
+    const s = typeof o.structure === "string" ? o.structure : `${o.structure.n}:${o.structure.m}`;
+    assert.deepEqual([s, o.kind, o.obd, o.sparsity, o.shots], [
+      structure,
+      curvature,
+      obd,
+      sparsity,
+      shots,
+    ], name);
+    const over = parseFlags(mergeArgs(PRESET, ["--structures", "element", "--shots", "3"]));
+    assert.deepEqual([over.structures, over.shots], [["element"], 3], `${name} with overrides`);
+  }
+});
