@@ -10,7 +10,10 @@
  *
  * @module
  */
+import { gpu } from "../kernels/device.ts";
+import { loadModel } from "../model/load.ts";
 import type { CausalLM, PrunableLinear } from "../model/types.ts";
+import { runSchedule, sparsityStats } from "../pruner/mod.ts";
 import { calibrationWindows } from "../eval/calibration.ts";
 import { datasetName, evalSplit, loadSplit, testStream } from "../eval/datasets.ts";
 import { perplexity } from "../eval/perplexity.ts";
@@ -65,21 +68,13 @@ export interface SurgeonDeps {
   adapterName(): Promise<string>;
 }
 
-/** Loads the real model and pruning layers. */
-export async function defaultDeps(): Promise<SurgeonDeps> {
-  const load = await import("../model/load.ts") as unknown as Pick<SurgeonDeps, "loadModel">;
-  const pruner = await import("../pruner/mod.ts") as unknown as Pick<
-    SurgeonDeps,
-    "runSchedule" | "sparsityStats"
-  >;
-  const { gpu } = await import("../kernels/device.ts");
-  return {
-    loadModel: load.loadModel,
-    runSchedule: pruner.runSchedule,
-    sparsityStats: pruner.sparsityStats,
-    adapterName: async () => (await gpu()).adapter.description,
-  };
-}
+/** The real model and pruning layers. */
+export const defaultDeps: SurgeonDeps = {
+  loadModel,
+  runSchedule,
+  sparsityStats,
+  adapterName: async () => (await gpu()).adapter.description,
+};
 
 /** What a finished run reports. */
 export interface SurgeonResult {
@@ -135,7 +130,7 @@ export async function runSurgeon(
       return { dir: run.dir, summary };
     }
   }
-  const deps = opts.deps ?? await defaultDeps();
+  const deps = opts.deps ?? defaultDeps;
   const started = performance.now();
 
   log(`loading model ${cfg.model_str}`);
@@ -236,7 +231,9 @@ export async function runSurgeon(
         ppl: ev.ppl,
         seconds: { ...seconds, eval: ev.seconds },
         time: new Date().toISOString(),
-        ...extra,
+        ...Object.fromEntries(
+          Object.entries(extra).filter(([k]) => !(k in { sparsity: 1, target: 1 })),
+        ),
       };
     };
 
