@@ -13,6 +13,7 @@ export const SUPPORTED_MODEL_TYPES: readonly string[] = ["opt", "llama", "mistra
 /** An unsupported or invalid configuration; the message names the source and the key. */
 export class ConfigError extends Error {
   /**
+   * Creates the error; the message is prefixed with the source.
    * @param source file (or label) the configuration came from
    * @param message what is wrong
    */

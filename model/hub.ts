@@ -16,6 +16,7 @@ export class HubError extends Error {
   /** HTTP status, when the error came from a response. */
   readonly status: number | null;
   /**
+   * Creates the error.
    * @param message what went wrong and what to do
    * @param status HTTP status, if any
    */

@@ -20,6 +20,7 @@ export class SafetensorsError extends Error {
   /** Tensor the error is about, if any. */
   readonly tensor: string | null;
   /**
+   * Creates the error; the message is prefixed with the file and tensor.
    * @param file file or folder path
    * @param tensor tensor name, or null when the error concerns the whole file
    * @param message what is wrong

@@ -23,6 +23,7 @@ export const COPIED_FILES: readonly string[] = [
 /** An error while saving; the message names the folder. */
 export class SaveError extends Error {
   /**
+   * Creates the error; the message is prefixed with the folder.
    * @param dir destination folder
    * @param message what went wrong
    */

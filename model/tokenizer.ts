@@ -15,6 +15,7 @@ import type { TextTokenizer } from "./types.ts";
 /** A missing or unusable tokenizer; the message names the folder or file. */
 export class TokenizerError extends Error {
   /**
+   * Creates the error; the message is prefixed with the folder or file.
    * @param where folder or file
    * @param message what is wrong
    */
@@ -24,7 +25,8 @@ export class TokenizerError extends Error {
   }
 }
 
-type Json = Record<string, unknown>;
+/** A parsed JSON object. */
+export type Json = Record<string, unknown>;
 
 /** Characters per chunk aimed at when encoding long texts. */
 export const CHUNK_CHARS = 4096;
@@ -319,6 +321,13 @@ export class HfTokenizer implements TextTokenizer {
   readonly #mode: ChunkMode;
   readonly #cleanup: boolean;
 
+  /**
+   * Builds the tokenizer from parsed files; use {@link loadTokenizer} to read a folder.
+   * @param json tokenizer.json object
+   * @param config tokenizer_config.json merged over special_tokens_map.json
+   * @param source folder, for error messages
+   * @param chatTemplate chat template, if any
+   */
   constructor(json: Json, config: Json, source: string, chatTemplate: string | null) {
     this.source = source;
     const llamaPost = llamaPostProcessor(json, config);
