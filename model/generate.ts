@@ -1,0 +1,146 @@
+/**
+ * Text generation with a KV cache: prefill the prompt once, then one token per step, reading
+ * back only the last row of logits. Greedy when the temperature is 0, otherwise temperature
+ * sampling with nucleus (top-p) filtering from a seeded generator.
+ *
+ * @module
+ */
+import type { GenerateOptions, TextTokenizer } from "./types.ts";
+import type { KvCache } from "./transformer.ts";
+
+/** What generation needs from a model (implemented by `DecoderLM`). */
+export interface GenerationModel {
+  /** Tokenizer for {@link generateText}. */
+  readonly tokenizer: TextTokenizer | null;
+  /** Context length. */
+  readonly maxSeqLen: number;
+  /** EOS id from the config, if any. */
+  readonly config: { eosTokenId: number | null };
+  /** Fresh caches for `capacity` positions. */
+  newKvCache(capacity: number): KvCache[];
+  /** Logits of the last of `ids` placed at positions `pos0…` (filling `kv` when given). */
+  lastLogits(ids: ArrayLike<number>, pos0: number, kv: KvCache[] | null): Promise<Float32Array>;
+}
+
+/** Options of {@link generateIds}. */
+export interface GenerateIdsOptions extends GenerateOptions {
+  /** Use the KV cache (default true); false recomputes the whole prefix every step. */
+  useCache?: boolean;
+  /** Stop at this id (default: the config's EOS); null never stops early. */
+  eosId?: number | null;
+}
+
+/** Mulberry32 uniform draws in [0, 1). */
+function uniforms(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    let t = (s = (s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Picks the next token from one row of logits: argmax when `temperature` is 0 (lowest id on
+ * ties), else a draw from `softmax(z / temperature)` restricted to the smallest set of most
+ * likely tokens whose probability reaches `topP`.
+ *
+ * @param logits `[V]`
+ * @param temperature ≥ 0
+ * @param topP in (0, 1]
+ * @param u a uniform draw in [0, 1)
+ * @example Usage
+ * ```ts
+ * const id = pickToken(Float32Array.from([0, 3, 1]), 0, 1, 0.5); // 1
+ * ```
+ */
+export function pickToken(
+  logits: ArrayLike<number>,
+  temperature: number,
+  topP: number,
+  u: number,
+): number {
+  const V = logits.length;
+  if (!(temperature >= 0)) throw new RangeError(`temperature must be ≥ 0, got ${temperature}`);
+  if (!(topP > 0 && topP <= 1)) throw new RangeError(`topP must be in (0, 1], got ${topP}`);
+  let best = 0;
+  for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+  if (temperature === 0) return best;
+  const m = logits[best] / temperature;
+  const p = new Float64Array(V);
+  let z = 0;
+  for (let i = 0; i < V; i++) z += p[i] = Math.exp(logits[i] / temperature - m);
+  const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
+  let kept = 0, mass = 0;
+  while (kept < V && mass < topP * z) mass += p[order[kept++]];
+  let goal = u * mass;
+  for (let j = 0; j < kept; j++) {
+    goal -= p[order[j]];
+    if (goal < 0) return order[j];
+  }
+  return order[kept - 1];
+}
+
+/**
+ * Generates up to `maxTokens` token ids after `prompt` and returns them (without the prompt).
+ *
+ * @param lm the model
+ * @param prompt prompt ids (with BOS if the model wants one)
+ * @param opts sampling options, `useCache`, `eosId`
+ * @example Usage
+ * ```ts ignore
+ * const ids = await generateIds(model, Int32Array.from([1]), { maxTokens: 16, temperature: 0 });
+ * ```
+ */
+export async function generateIds(
+  lm: GenerationModel,
+  prompt: ArrayLike<number>,
+  opts: GenerateIdsOptions = {},
+): Promise<Int32Array> {
+  const maxTokens = opts.maxTokens ?? 32;
+  const temperature = opts.temperature ?? 0;
+  const topP = opts.topP ?? 1;
+  const eos = opts.eosId === undefined ? lm.config.eosTokenId : opts.eosId;
+  const rand = uniforms(opts.seed ?? 0);
+  const all = Array.from(prompt);
+  const room = Math.max(0, Math.min(maxTokens, lm.maxSeqLen - all.length));
+  const kv = opts.useCache === false ? null : lm.newKvCache(all.length + room);
+  const out: number[] = [];
+  try {
+    let logits = await lm.lastLogits(all, 0, kv);
+    for (let step = 0; step < room; step++) {
+      const id = pickToken(logits, temperature, topP, rand());
+      out.push(id);
+      all.push(id);
+      if (id === eos || step === room - 1) break;
+      logits = kv
+        ? await lm.lastLogits([id], all.length - 1, kv)
+        : await lm.lastLogits(all, 0, null);
+    }
+  } finally {
+    if (kv) { for (const c of kv) (c.k.dispose(), c.v.dispose()); }
+  }
+  return Int32Array.from(out);
+}
+
+/**
+ * Encodes `prompt` with the model's tokenizer, generates, and decodes the continuation.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const text = await generateText(model, "Once upon a time", { maxTokens: 20 });
+ * ```
+ */
+export async function generateText(
+  lm: GenerationModel,
+  prompt: string,
+  opts: GenerateOptions = {},
+): Promise<string> {
+  if (!lm.tokenizer) {
+    throw new Error("generate: the model has no tokenizer; use generateIds with token ids");
+  }
+  const ids = lm.tokenizer.encode(prompt);
+  const out = await generateIds(lm, ids, opts);
+  return lm.tokenizer.decode(out);
+}

@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { fromWeights } from "../model/load.ts";
+import { referenceLogits, referenceLoss } from "./_reference_nets.ts";
+import { randomWeights, tinyOptConfig, weightSource } from "./_tiny_models.ts";
+import { assertClose, relFrob } from "./_util.ts";
+
+const IDS = Int32Array.from([2, 5, 17, 33, 8, 8, 39, 0, 12, 21, 4]);
+
+/** Logits agree with the float64 reference within 1e-4 (relative to the largest logit). */
+function checkLogits(got: Float32Array, want: Float64Array, what: string) {
+  const scale = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  assert.ok(relFrob(got, want) <= 1e-4, `${what}: relative error ${relFrob(got, want)}`);
+  assertClose(got, want, 0, 1e-4 * scale, what);
+}
+
+for (
+  const [label, over] of [
+    ["pre-LN, ReLU, tied head", {}],
+    ["post-LN with project_in/out (opt-350m layout)", {
+      do_layer_norm_before: false,
+      word_embed_proj_dim: 8,
+    }],
+    ["pre-LN with project_in/out, GELU, no affine LN, untied head", {
+      word_embed_proj_dim: 12,
+      activation_function: "gelu",
+      layer_norm_elementwise_affine: false,
+      tie_word_embeddings: false,
+    }],
+  ] as const
+) {
+  Deno.test(`OPT ${label}: logits and nll match the float64 reference`, async () => {
+    const cfg = tinyOptConfig(over);
+    const w = randomWeights(cfg, 11);
+    const model = await fromWeights(cfg, weightSource(w));
+    try {
+      checkLogits(await model.logits(IDS), referenceLogits(cfg, w, IDS), label);
+      const nll = await model.nll(IDS);
+      assertClose([nll], [referenceLoss(cfg, w, IDS)], 1e-5, 1e-6, "nll");
+    } finally {
+      model.dispose();
+    }
+  });
+}
+
+Deno.test("OPT: token ids outside the vocabulary and too many positions are refused with a clear error", async () => {
+  const cfg = tinyOptConfig();
+  const model = await fromWeights(cfg, weightSource(randomWeights(cfg, 1)));
+  try {
+    await assert.rejects(
+      () => model.nll(Int32Array.from([2, 40])),
+      /ids\[1\] = 40 is outside the vocabulary \[0, 40\)/,
+    );
+    await assert.rejects(
+      () => model.nll(new Int32Array(33)),
+      /33 positions exceed max_position_embeddings 32/,
+    );
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("OPT: a weight with the wrong shape is named in the error", async () => {
+  const cfg = tinyOptConfig();
+  const w = randomWeights(cfg, 1);
+  w.set("model.decoder.layers.1.fc1.weight", { shape: [24, 15], data: new Float32Array(24 * 15) });
+  await assert.rejects(
+    () => fromWeights(cfg, weightSource(w)),
+    /model\.decoder\.layers\.1\.fc1\.weight has shape \[24, 15\], the config implies \[24, 16\]/,
+  );
+});
