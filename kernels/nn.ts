@@ -652,6 +652,8 @@ export interface AttentionShape {
   qOffset?: number;
   /** Sliding window: a query at position p sees keys `p − window < s ≤ p` (0 = unlimited). */
   window?: number;
+  /** Cap on score elements per head chunk (default: one binding); small values test chunking. */
+  maxScoreElems?: number;
 }
 
 /**
@@ -841,7 +843,9 @@ function planAttention(
   }
   const g = H / KH;
   const per = T * k.rows;
-  const fit = Math.floor(chunkElems(q.rt) / Math.max(per, 1));
+  const fit = Math.floor(
+    Math.min(chunkElems(q.rt), sh.maxScoreElems ?? Infinity) / Math.max(per, 1),
+  );
   const headsPerChunk = Math.min(H, Math.floor(fit / g) * g);
   if (headsPerChunk === 0) {
     throw new GpuError(

@@ -25,6 +25,7 @@ import { keep, Tensor } from "../kernels/tensor.ts";
 import {
   Arena,
   attend,
+  chunkLimits,
   type DecoderNet,
   embedRows,
   type LayerContext,
@@ -258,7 +259,10 @@ export class LlamaNet implements DecoderNet {
       linearGrad(L.o, dh2, datt, false);
       const dq = ar.f32([T, cfg.numHeads * cfg.headDim], "dq");
       const dk = ar.f32([T, this.kvWidth], "dk"), dv = ar.f32([T, this.kvWidth], "dv");
-      attentionBackward(dq, dk, dv, datt, S.q, S.k, S.v, this.#shape);
+      attentionBackward(dq, dk, dv, datt, S.q, S.k, S.v, {
+        ...this.#shape,
+        maxScoreElems: chunkLimits.elems,
+      });
       const { cos, sin } = this.#rope(T);
       ropeBackward(dq, cos, sin, cfg.numHeads, 0);
       ropeBackward(dk, cos, sin, cfg.numKvHeads, 0);

@@ -25,6 +25,7 @@ import { keep, Tensor } from "../kernels/tensor.ts";
 import {
   Arena,
   attend,
+  chunkLimits,
   type DecoderNet,
   embedRows,
   type LayerContext,
@@ -310,7 +311,10 @@ export class OptNet implements DecoderNet {
       const datt = ar.f32([T, d], "datt");
       linearGrad(L.out, ds1, datt, false);
       const dq = ar.f32([T, d], "dq"), dk = ar.f32([T, d], "dk"), dv = ar.f32([T, d], "dv");
-      attentionBackward(dq, dk, dv, datt, S.q, S.k, S.v, this.#shape);
+      attentionBackward(dq, dk, dv, datt, S.q, S.k, S.v, {
+        ...this.#shape,
+        maxScoreElems: chunkLimits.elems,
+      });
       if (taps) {
         await taps.tap(L.q, S.xa, dq);
         await taps.tap(L.k, S.xa, dk);

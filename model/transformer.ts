@@ -51,6 +51,17 @@ export class ModelError extends Error {
   }
 }
 
+/**
+ * Chunking limits (elements per piece of embedding/head tables, per logits chunk, per attention
+ * score chunk). Default: one storage binding. Tests lower them to exercise the chunked paths.
+ */
+export const chunkLimits: { elems: number } = { elems: Number.POSITIVE_INFINITY };
+
+/** Elements allowed in one chunk on `rt`. */
+export function chunkSize(rt: Runtime): number {
+  return Math.min(chunkElems(rt), chunkLimits.elems);
+}
+
 /** A set of temporaries freed together (a layer's saved activations, a call's scratch). */
 export class Arena {
   #tensors: Tensor[] = [];
@@ -134,7 +145,7 @@ export function uploadPieces(
   cols: number,
   name: string,
 ): RowPieces {
-  const per = Math.max(1, Math.floor(chunkElems(rt) / Math.max(cols, 1)));
+  const per = Math.max(1, Math.floor(chunkSize(rt) / Math.max(cols, 1)));
   const pieces: Tensor[] = [];
   const starts: number[] = [];
   for (let r = 0; r < rows; r += per) {
@@ -231,6 +242,7 @@ export function attend(
   shape: AttentionShape,
   ctx: LayerContext,
 ): void {
+  shape = { ...shape, maxScoreElems: chunkLimits.elems };
   if (!ctx.kv) {
     attentionForward(out, q, k, v, shape);
     return;
@@ -462,7 +474,7 @@ export class DecoderLM implements CausalLM {
   ): void {
     const { head } = this.net;
     const [T, E, V] = [x.rows, x.cols, head.rows];
-    const rows = Math.max(1, Math.min(T, Math.floor(chunkElems(this.net.rt) / V)));
+    const rows = Math.max(1, Math.min(T, Math.floor(chunkSize(this.net.rt) / V)));
     const ar = new Arena(this.net.rt);
     try {
       for (let t0 = 0; t0 < T; t0 += rows) {
@@ -509,7 +521,7 @@ export class DecoderLM implements CausalLM {
   async #readLogits(x: Tensor): Promise<Float32Array> {
     const V = this.net.head.rows;
     const [T, E] = [x.rows, x.cols];
-    const rows = Math.max(1, Math.min(T, Math.floor(chunkElems(this.net.rt) / V)));
+    const rows = Math.max(1, Math.min(T, Math.floor(chunkSize(this.net.rt) / V)));
     const out = new Float32Array(T * V);
     for (let t0 = 0; t0 < T; t0 += rows) {
       const n = Math.min(rows, T - t0);
