@@ -311,7 +311,10 @@ async function downloadBlob(
     if (expectedSize !== null && have === expectedSize) break;
     // The token goes to the Hub only, never to a CDN on another host.
     const sameHost = new URL(url).origin === new URL(r.endpoint).origin;
-    const headers: Record<string, string> = sameHost ? { ...authHeaders(r) } : {};
+    const headers: Record<string, string> = {
+      ...(sameHost ? authHeaders(r) : {}),
+      "accept-encoding": "identity", // byte offsets must be those of the file itself
+    };
     if (have > 0) headers.range = `bytes=${have}-`;
     const res = await hubFetch(repo, url, { headers });
     if (res.status === 416 && have > 0) {
@@ -330,7 +333,7 @@ async function downloadBlob(
     let lastReport = 0;
     const t0 = performance.now();
     try {
-      for await (const chunk of res.body!) {
+      for await (const chunk of res.body ?? []) {
         let w = 0;
         while (w < chunk.length) w += await out.write(chunk.subarray(w));
         done += chunk.length;

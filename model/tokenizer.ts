@@ -29,7 +29,7 @@ export class TokenizerError extends Error {
 export type Json = Record<string, unknown>;
 
 /** Characters per chunk aimed at when encoding long texts. */
-export const CHUNK_CHARS = 4096;
+export const CHUNK_CHARS = 1024;
 
 function join(dir: string, name: string): string {
   return dir.endsWith("/") ? dir + name : `${dir}/${name}`;

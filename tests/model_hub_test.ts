@@ -204,6 +204,7 @@ Deno.test("hub: resolveModel downloads into the HF cache layout, resumes a cut d
       "config.json": TINY_CONFIG,
       "generation_config.json": "{}",
       "tokenizer.json": '{"model": {}}',
+      "special_tokens_map.json": "",
       "README.md": "# not needed",
       "pytorch_model.bin": "pickle, not needed",
       "model.safetensors": weights,
@@ -217,7 +218,13 @@ Deno.test("hub: resolveModel downloads into the HF cache layout, resumes a cut d
     assert.equal(await Deno.readTextFile(`${repoDir}/refs/main`), commit);
     assert.deepEqual(
       [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
-      ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"],
+      [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "special_tokens_map.json",
+        "tokenizer.json",
+      ],
     );
     assert.equal(await Deno.readLink(`${dir}/model.safetensors`), `../../blobs/${etag}`);
     const cfgEtag = hub.repos.get("org/tiny")!.files.get("config.json")!.etag;
@@ -227,6 +234,7 @@ Deno.test("hub: resolveModel downloads into the HF cache layout, resumes a cut d
       "weak ETag normalised",
     );
     assert.deepEqual(await Deno.readFile(`${dir}/model.safetensors`), weights);
+    assert.equal((await Deno.stat(`${dir}/special_tokens_map.json`)).size, 0, "empty file");
     assert.deepEqual(
       [...Deno.readDirSync(`${repoDir}/blobs`)].map((e) => e.name).filter((n) =>
         n.includes("incomplete")
