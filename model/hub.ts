@@ -300,15 +300,16 @@ async function downloadBlob(
   const maxAttempts = 4;
   let lastError: unknown = null;
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-    let have = 0;
+    let have = -1; // -1: no partial file yet
     try {
       have = (await Deno.stat(part)).size;
     } catch { /* fresh download */ }
     if (expectedSize !== null && have > expectedSize) {
       await Deno.remove(part);
-      have = 0;
+      have = -1;
     }
     if (expectedSize !== null && have === expectedSize) break;
+    have = Math.max(have, 0);
     // The token goes to the Hub only, never to a CDN on another host.
     const sameHost = new URL(url).origin === new URL(r.endpoint).origin;
     const headers: Record<string, string> = {
