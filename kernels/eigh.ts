@@ -3,21 +3,24 @@
  *
  * Each sweep visits every index pair once in n−1 rounds of a round-robin ("chess tournament")
  * schedule; in one round the n/2 pairs are disjoint, so all their rotations are applied at once.
- * One dispatch per round: every invocation recomputes the two rotations it needs from the
- * previous round's matrix (ping-pong buffers, so there are no races) and updates one 2×2 block of
- * `A ← JᵀAJ`, or two entries of one row of `V ← V·J`. Sweeps are recorded without waiting; the
+ * Two dispatches per round: one computes the n/2 rotations from the current matrix, the next
+ * updates every 2×2 block of `A ← JᵀAJ` (reading one buffer, writing the other: ping-pong, so
+ * there are no races) and every row of `V ← V·J`. Sweeps are recorded without waiting; the
  * off-diagonal norm is read back after a batch of sweeps to decide whether to continue. Finally
  * the eigenvalues are sorted ascending on the GPU and the eigenvector columns permuted alike.
  *
  * Used only by the `krank = 2` research paths (ALGORITHM.md §4.3): correctness over speed.
- * Cost per sweep ≈ 9n³ flops in n−1 dispatches; 6–12 sweeps are typical.
+ * Cost per sweep ≈ 9n³ flops in 2(n−1) dispatches; 6–12 sweeps are typical.
  *
  * @module
  */
-import { GpuError, grid, packParams } from "./device.ts";
+import { GpuError, packParams } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 
-/** Pads/symmetrises M into the m×m working matrix A = (M + Mᵀ)/2 and sets V = I. */
+/**
+ * Pads/symmetrises M into the m×m working matrix A = (M + Mᵀ)/2 and sets V = I. With odd n the
+ * zero dummy row/column sits at position 0, which the schedule never moves.
+ */
 const INIT = `
 @group(0) @binding(0) var<storage, read> M: array<f32>;
 @group(0) @binding(1) var<storage, read_write> A: array<f32>;
@@ -26,29 +29,46 @@ struct P { n: u32, m: u32, p0: u32, p1: u32 };
 @group(0) @binding(3) var<uniform> p: P;
 @compute @workgroup_size(16, 16)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = gid.y; let j = gid.x; let n = p.n; let m = p.m;
+  let i = gid.y; let j = gid.x; let n = p.n; let m = p.m; let off = m - n;
   if (i >= m || j >= m) { return; }
   var v = 0.0;
-  if (i < n && j < n) { v = 0.5 * (M[i * n + j] + M[j * n + i]); }
+  if (i >= off && j >= off) { v = 0.5 * (M[(i - off) * n + j - off] + M[(j - off) * n + i - off]); }
   A[i * m + j] = v;
   V[i * m + j] = select(0.0, 1.0, i == j);
 }`;
 
-/** One round of parallel Jacobi rotations (see the module doc). */
-const ROUND = `
-@group(0) @binding(0) var<storage, read> Ain: array<f32>;
-@group(0) @binding(1) var<storage, read_write> Aout: array<f32>;
-@group(0) @binding(2) var<storage, read_write> V: array<f32>;
-@group(0) @binding(3) var<storage, read> pairs: array<u32>;
-struct P { m: u32, round: u32, p0: u32, p1: u32 };
-@group(0) @binding(4) var<uniform> p: P;
+/**
+ * Round-robin schedule in position space: positions (2k, 2k+1) form pair k; after each round
+ * position 0 stays and the others move one step along the cycle top1 → top2 → … → top(h−1) →
+ * bottom(h−1) → … → bottom0 → top1 (top k = 2k, bottom k = 2k+1). After m−1 rounds every pair
+ * has met once and the layout is back where it started.
+ */
+const NEWPOS = `
+fn newpos(x: u32, h: u32) -> u32 {
+  if (x == 0u || h == 1u) { return x; }
+  let k = x / 2u;
+  if (x % 2u == 0u) {
+    if (k == h - 1u) { return 2u * k + 1u; }
+    return 2u * (k + 1u);
+  }
+  if (k == 0u) { return 2u; }
+  return 2u * (k - 1u) + 1u;
+}`;
 
-// (c, s) of the rotation that zeroes A[pp][qq] (Golub & Van Loan, sym.schur2).
-fn rotation(pp: u32, qq: u32) -> vec2f {
-  let m = p.m;
-  let apq = Ain[pp * m + qq];
-  if (apq == 0.0) { return vec2f(1.0, 0.0); }
-  let theta = (Ain[qq * m + qq] - Ain[pp * m + pp]) / (2.0 * apq);
+/** The rotations (c, s) of one round, one invocation per pair (Golub & Van Loan, sym.schur2). */
+const ROTATIONS = `
+@group(0) @binding(0) var<storage, read> A: array<f32>;
+@group(0) @binding(1) var<storage, read_write> rot: array<vec2f>;
+struct P { m: u32, p0: u32, p1: u32, p2: u32 };
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let k = gid.x; let m = p.m;
+  if (k >= m / 2u) { return; }
+  let pp = 2u * k; let qq = pp + 1u;
+  let apq = A[pp * m + qq];
+  if (apq == 0.0) { rot[k] = vec2f(1.0, 0.0); return; }
+  let theta = (A[qq * m + qq] - A[pp * m + pp]) / (2.0 * apq);
   var t: f32;
   if (abs(theta) > 1.0e15) { t = 0.5 / theta; }
   else {
@@ -56,41 +76,51 @@ fn rotation(pp: u32, qq: u32) -> vec2f {
     t = sg / (abs(theta) + sqrt(theta * theta + 1.0));
   }
   let c = 1.0 / sqrt(t * t + 1.0);
-  return vec2f(c, t * c);
-}
+  rot[k] = vec2f(c, t * c);
+}`;
 
+/**
+ * Applies one round: workgroup row y < h updates the 2×2 blocks (y, b) of A ← JᵀAJ; row y ≥ h
+ * updates row y − h of V ← V·J. Results go to the next round's positions (ping-pong buffers).
+ */
+const ROUND = `
+@group(0) @binding(0) var<storage, read> Ain: array<f32>;
+@group(0) @binding(1) var<storage, read_write> Aout: array<f32>;
+@group(0) @binding(2) var<storage, read> Vin: array<f32>;
+@group(0) @binding(3) var<storage, read_write> Vout: array<f32>;
+@group(0) @binding(4) var<storage, read> rot: array<vec2f>;
+struct P { m: u32, p0: u32, p1: u32, p2: u32 };
+@group(0) @binding(5) var<uniform> p: P;
+${NEWPOS}
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  let g = (wid.y * nw.x + wid.x) * 64u + lid;
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let m = p.m; let h = m / 2u;
-  let base = p.round * m;
-  if (g < h * h) {
-    let a = g / h; let b = g % h;
-    let pa = pairs[base + 2u * a]; let qa = pairs[base + 2u * a + 1u];
-    let pb = pairs[base + 2u * b]; let qb = pairs[base + 2u * b + 1u];
-    let ra = rotation(pa, qa);
-    let rb = rotation(pb, qb);
-    let x00 = Ain[pa * m + pb]; let x01 = Ain[pa * m + qb];
-    let x10 = Ain[qa * m + pb]; let x11 = Ain[qa * m + qb];
+  let b = wid.x * 64u + lid;
+  if (b >= h) { return; }
+  let y = wid.y;
+  let rb = rot[b];
+  let cb0 = newpos(2u * b, h); let cb1 = newpos(2u * b + 1u, h);
+  if (y < h) {
+    let a = y;
+    let ra = rot[a];
+    let r0 = 2u * a * m; let r1 = r0 + m;
+    let x00 = Ain[r0 + 2u * b]; let x01 = Ain[r0 + 2u * b + 1u];
+    let x10 = Ain[r1 + 2u * b]; let x11 = Ain[r1 + 2u * b + 1u];
     // T = J_aᵀ·X, then X' = T·J_b, with J = [[c, s], [−s, c]].
     let t00 = ra.x * x00 - ra.y * x10; let t01 = ra.x * x01 - ra.y * x11;
     let t10 = ra.y * x00 + ra.x * x10; let t11 = ra.y * x01 + ra.x * x11;
     var y00 = rb.x * t00 - rb.y * t01; var y01 = rb.y * t00 + rb.x * t01;
     var y10 = rb.x * t10 - rb.y * t11; var y11 = rb.y * t10 + rb.x * t11;
     if (a == b) { y01 = 0.0; y10 = 0.0; }
-    Aout[pa * m + pb] = y00; Aout[pa * m + qb] = y01;
-    Aout[qa * m + pb] = y10; Aout[qa * m + qb] = y11;
-    return;
+    let o0 = newpos(2u * a, h) * m; let o1 = newpos(2u * a + 1u, h) * m;
+    Aout[o0 + cb0] = y00; Aout[o0 + cb1] = y01;
+    Aout[o1 + cb0] = y10; Aout[o1 + cb1] = y11;
+  } else {
+    let r = (y - h) * m;
+    let vp = Vin[r + 2u * b]; let vq = Vin[r + 2u * b + 1u];
+    Vout[r + cb0] = rb.x * vp - rb.y * vq;
+    Vout[r + cb1] = rb.y * vp + rb.x * vq;
   }
-  let g2 = g - h * h;
-  if (g2 >= m * h) { return; }
-  let i = g2 / h; let b = g2 % h;
-  let pb = pairs[base + 2u * b]; let qb = pairs[base + 2u * b + 1u];
-  let r = rotation(pb, qb);
-  let vp = V[i * m + pb]; let vq = V[i * m + qb];
-  V[i * m + pb] = r.x * vp - r.y * vq;
-  V[i * m + qb] = r.y * vp + r.x * vq;
 }`;
 
 /** stats[0] = Σ_{i≠j} A_ij², stats[1] = Σ_i A_ii² (one workgroup). */
@@ -117,7 +147,9 @@ fn main(@builtin(local_invocation_index) t: u32) {
   if (t == 0u) { stats[0] = so[0]; stats[1] = sd[0]; }
 }`;
 
-/** rank[j] = position of A[j][j] in ascending order (ties by index), for j < n. */
+/**
+ * rank[j] = place of eigenvalue j (diagonal position j + off) in ascending order, ties by index.
+ */
 const RANK = `
 @group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read_write> rank: array<u32>;
@@ -125,12 +157,12 @@ struct P { n: u32, m: u32, p0: u32, p1: u32 };
 @group(0) @binding(2) var<uniform> p: P;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let j = gid.x;
+  let j = gid.x; let off = p.m - p.n;
   if (j >= p.n) { return; }
-  let lj = A[j * p.m + j];
+  let lj = A[(j + off) * p.m + j + off];
   var r = 0u;
   for (var i = 0u; i < p.n; i++) {
-    let li = A[i * p.m + i];
+    let li = A[(i + off) * p.m + i + off];
     if (li < lj || (li == lj && i < j)) { r++; }
   }
   rank[j] = r;
@@ -147,28 +179,12 @@ struct P { n: u32, m: u32, p0: u32, p1: u32 };
 @group(0) @binding(5) var<uniform> p: P;
 @compute @workgroup_size(16, 16)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = gid.y; let j = gid.x; let n = p.n; let m = p.m;
+  let i = gid.y; let j = gid.x; let n = p.n; let m = p.m; let off = m - n;
   if (i >= n || j >= n) { return; }
   let r = rank[j];
-  vectors[i * n + r] = V[i * m + j];
-  if (i == 0u) { values[r] = A[j * m + j]; }
+  vectors[i * n + r] = V[(i + off) * m + j + off];
+  if (i == 0u) { values[r] = A[(j + off) * m + j + off]; }
 }`;
-
-/** Round-robin schedule: for each of the m−1 rounds, m/2 disjoint pairs (p < q). */
-function roundRobin(m: number): Uint32Array {
-  const table = new Uint32Array(Math.max(m - 1, 1) * m);
-  const pos = Array.from({ length: m }, (_, i) => i);
-  for (let r = 0; r < m - 1; r++) {
-    for (let k = 0; k < m / 2; k++) {
-      const a = pos[k], b = pos[m - 1 - k];
-      table[r * m + 2 * k] = Math.min(a, b);
-      table[r * m + 2 * k + 1] = Math.max(a, b);
-    }
-    // Keep pos[0] fixed, rotate the rest by one.
-    pos.splice(1, 0, pos.pop()!);
-  }
-  return table;
-}
 
 /** Options of {@link eigh}. */
 export interface EighOptions {
@@ -218,9 +234,10 @@ export async function eigh(
   const maxSweeps = opts.maxSweeps ?? 30;
   let A = Tensor.emptySync(rt, [m, m], "f32", `${name}:jacobi_a`);
   let B = Tensor.emptySync(rt, [m, m], "f32", `${name}:jacobi_b`);
-  const V = Tensor.emptySync(rt, [m, m], "f32", `${name}:jacobi_v`);
-  const pairs = Tensor.fromSync(rt, roundRobin(m), undefined, "u32", `${name}:pairs`);
+  let V = Tensor.emptySync(rt, [m, m], "f32", `${name}:jacobi_v`);
+  let W = Tensor.emptySync(rt, [m, m], "f32", `${name}:jacobi_w`);
   const stats = Tensor.emptySync(rt, [2], "f32", `${name}:offnorm`);
+  const rot = Tensor.emptySync(rt, [m], "f32", `${name}:rotations`);
   const rank = Tensor.emptySync(rt, [n], "u32", `${name}:rank`);
   try {
     const tiles: [number, number] = [Math.ceil(m / 16), Math.ceil(m / 16)];
@@ -230,10 +247,10 @@ export async function eigh(
       packParams(n, m, 0, 0),
       tiles,
     );
+    const rotKernel = rt.kernel("eigh_rotations", ROTATIONS);
     const roundKernel = rt.kernel("eigh_round", ROUND);
     const offKernel = rt.kernel("eigh_off_norm", OFF_NORM);
     const h = m / 2;
-    const groups = grid(Math.ceil((h * h + m * h) / 64));
     let sweeps = 0;
     let prevOff = Infinity;
     while (m > 1 && sweeps < maxSweeps) {
@@ -241,12 +258,19 @@ export async function eigh(
       for (let s = 0; s < batch; s++) {
         for (let r = 0; r < m - 1; r++) {
           rt.dispatch(
+            rotKernel,
+            [A.range(), rot.range()],
+            packParams(m, 0, 0, 0),
+            [Math.ceil(h / 64)],
+          );
+          rt.dispatch(
             roundKernel,
-            [A.range(), B.range(), V.range(), pairs.range()],
-            packParams(m, r, 0, 0),
-            groups,
+            [A.range(), B.range(), V.range(), W.range(), rot.range()],
+            packParams(m, 0, 0, 0),
+            [Math.ceil(h / 64), h + m],
           );
           [A, B] = [B, A];
+          [V, W] = [W, V];
         }
       }
       sweeps += batch;
@@ -278,6 +302,6 @@ export async function eigh(
     vectors.dispose();
     throw e;
   } finally {
-    for (const t of [A, B, V, pairs, stats, rank]) t.dispose();
+    for (const t of [A, B, V, W, stats, rank, rot]) t.dispose();
   }
 }
