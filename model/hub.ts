@@ -50,10 +50,8 @@ export interface HubOptions {
   onProgress?: (msg: string) => void;
 }
 
-/** Files {@link resolveModel} fetches besides the weights, when the repository has them. */
-export const MODEL_SIDE_FILES: readonly string[] = [
-  "config.json",
-  "generation_config.json",
+/** Tokenizer files of a model folder (fetched by {@link resolveModel}, copied when saving). */
+export const TOKENIZER_FILES: readonly string[] = [
   "tokenizer.json",
   "tokenizer_config.json",
   "special_tokens_map.json",
@@ -62,6 +60,13 @@ export const MODEL_SIDE_FILES: readonly string[] = [
   "merges.txt",
   "tokenizer.model",
   "chat_template.jinja",
+];
+
+/** Files {@link resolveModel} fetches besides the weights, when the repository has them. */
+export const MODEL_SIDE_FILES: readonly string[] = [
+  "config.json",
+  "generation_config.json",
+  ...TOKENIZER_FILES,
 ];
 
 const DEFAULT_ENDPOINT = "https://huggingface.co";

@@ -5,20 +5,11 @@
  *
  * @module
  */
+import { TOKENIZER_FILES } from "./hub.ts";
 import { SafetensorsError, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
 
 /** Files copied from the source folder when present (tokenizer and generation settings). */
-export const COPIED_FILES: readonly string[] = [
-  "generation_config.json",
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "added_tokens.json",
-  "vocab.json",
-  "merges.txt",
-  "tokenizer.model",
-  "chat_template.jinja",
-];
+export const COPIED_FILES: readonly string[] = ["generation_config.json", ...TOKENIZER_FILES];
 
 /** An error while saving; the message names the folder. */
 export class SaveError extends Error {

@@ -4,6 +4,7 @@ import { ConfigError, loadConfig, parseConfig } from "../model/config.ts";
 import type { LlamaConfig, OptConfig } from "../model/types.ts";
 
 const DATA = new URL("../../shared/data/", import.meta.url);
+const exists = (url: URL) => Deno.stat(url).then(() => true, () => false);
 
 const OPT_125M = {
   activation_function: "relu",
@@ -238,7 +239,7 @@ Deno.test("config: loadConfig reads a folder and names the file on errors", asyn
 
 Deno.test({
   name: "config: the real model folders in shared/data",
-  ignore: !existsSync(new URL("models/hf/", DATA)),
+  ignore: !await exists(new URL("models/hf/", DATA)),
   fn: async () => {
     const s = await loadConfig(new URL("models/hf/stories260K", DATA).pathname) as LlamaConfig;
     assert.deepEqual(
@@ -265,12 +266,3 @@ Deno.test({
     ]);
   },
 });
-
-function existsSync(url: URL): boolean {
-  try {
-    Deno.statSync(url);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -11,6 +11,7 @@ import {
 import { Rng } from "./_util.ts";
 
 const DATA = new URL("../../shared/data/", import.meta.url);
+const exists = (url: URL) => Deno.stat(url).then(() => true, () => false);
 
 function randomTensor(rng: Rng, name: string, shape: number[]): TensorToWrite {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -341,7 +342,7 @@ Deno.test("safetensors: checkpoints — single file, sharded index, pickle-only 
 
 Deno.test({
   name: "safetensors: a real checkpoint re-written by us is byte-identical (shared/data)",
-  ignore: !existsSync(new URL("models/hf/stories260K/model.safetensors", DATA)),
+  ignore: !await exists(new URL("models/hf/stories260K/model.safetensors", DATA)),
   fn: async () => {
     const path = new URL("models/hf/stories260K/model.safetensors", DATA).pathname;
     const f = await openSafetensors(path);
@@ -365,12 +366,3 @@ Deno.test({
     }
   },
 });
-
-function existsSync(url: URL): boolean {
-  try {
-    Deno.statSync(url);
-    return true;
-  } catch {
-    return false;
-  }
-}

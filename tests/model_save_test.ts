@@ -7,6 +7,7 @@ import { loadTokenizer } from "../model/tokenizer.ts";
 import { Rng } from "./_util.ts";
 
 const DATA = new URL("../../shared/data/", import.meta.url);
+const exists = (url: URL) => Deno.stat(url).then(() => true, () => false);
 
 const CONFIG = {
   model_type: "opt",
@@ -138,7 +139,7 @@ Deno.test("save: refuses to replace a folder that is not a model folder", async 
 
 Deno.test({
   name: "save: a real model folder saved again loads identically (shared/data)",
-  ignore: !existsSync(new URL("models/hf/stories260K/model.safetensors", DATA)),
+  ignore: !await exists(new URL("models/hf/stories260K/model.safetensors", DATA)),
   fn: async () => {
     const src = new URL("models/hf/stories260K", DATA).pathname;
     const ck = await openCheckpoint(src);
@@ -167,12 +168,3 @@ Deno.test({
     }
   },
 });
-
-function existsSync(url: URL): boolean {
-  try {
-    Deno.statSync(url);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -13,18 +13,10 @@ import {
 } from "../model/tokenizer.ts";
 
 const DATA = new URL("../../shared/data/", import.meta.url);
-const HAVE_DATA = existsSync(new URL("tokenizers/llama2/tokenizer.json", DATA)) &&
-  existsSync(new URL("models/hf/opt-tiny/tokenizer.json", DATA));
+const exists = (url: URL) => Deno.stat(url).then(() => true, () => false);
+const HAVE_DATA = await exists(new URL("tokenizers/llama2/tokenizer.json", DATA)) &&
+  await exists(new URL("models/hf/opt-tiny/tokenizer.json", DATA));
 const path = (rel: string) => new URL(rel, DATA).pathname;
-
-function existsSync(url: URL): boolean {
-  try {
-    Deno.statSync(url);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** WikiText-2 test as the SparseGPT protocol joins it (MANIFEST.md §8 (b)). */
 function wikitextJoined(): string {
@@ -92,7 +84,7 @@ Deno.test({
 Deno.test({
   name:
     "tokenizer: OPT vocab built from GPT-2 files + fairseq dict (MANIFEST.md §4) gives the HF ids",
-  ignore: !HAVE_DATA || !existsSync(new URL("tokenizers/gpt2/fairseq-gpt2-dict.txt", DATA)),
+  ignore: !HAVE_DATA || !await exists(new URL("tokenizers/gpt2/fairseq-gpt2-dict.txt", DATA)),
   fn: async () => {
     // opt_id = 4 + line index of the GPT-2 id in dict.txt; <s>,<pad>,</s>,<unk> = 0..3.
     const gpt2 = JSON.parse(await Deno.readTextFile(path("tokenizers/gpt2/vocab.json"))) as Record<
@@ -190,7 +182,7 @@ Deno.test({
 
 Deno.test({
   name: "tokenizer: whole WikiText-2 test reproduces MANIFEST.md counts and first ids",
-  ignore: !HAVE_DATA || !existsSync(new URL("models/hf/babyllama-tok105/tokenizer.json", DATA)),
+  ignore: !HAVE_DATA || !await exists(new URL("models/hf/babyllama-tok105/tokenizer.json", DATA)),
   fn: async () => {
     const text = wikitextJoined();
     assert.equal(text.length, 1_294_336);
