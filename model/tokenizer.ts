@@ -221,6 +221,24 @@ type ChunkMode =
 
 const WS = /\s/u;
 
+/**
+ * Whether the pipeline is SentencePiece-style: spaces become `▁` and one `▁` is prepended to
+ * the start of the text, with no splitting (normaliser `Prepend("▁")` + `Replace(" ", "▁")`
+ * and no pre-tokenizer, as Llama 2; or a `Metaspace` pre-tokenizer that prepends, as newer
+ * conversions).
+ */
+function isSentencePieceStyle(norm: Json | null, pre: Json | null): boolean {
+  if (norm && !pre) {
+    const steps = norm.type === "Sequence" ? (norm.normalizers as Json[]) : [norm];
+    const isPrepend = (s: Json) => s.type === "Prepend" && s.prepend === "▁";
+    const isReplace = (s: Json) =>
+      s.type === "Replace" && (s.pattern as Json)?.String === " " && s.content === "▁";
+    return steps.length === 2 && isPrepend(steps[0]) && isReplace(steps[1]);
+  }
+  return !norm && pre?.type === "Metaspace" && (pre.replacement ?? "▁") === "▁" &&
+    (pre.prepend_scheme === "first" || pre.prepend_scheme === "always");
+}
+
 /** Decides from the tokenizer.json pipeline whether (and how) long texts can be chunked. */
 function chunkModeOf(json: Json, tok: Tokenizer): ChunkMode {
   const model = json.model as Json | undefined;
@@ -237,12 +255,7 @@ function chunkModeOf(json: Json, tok: Tokenizer): ChunkMode {
   ) {
     return { kind: "byteLevel" };
   }
-  if (pre || !norm) return { kind: "none" };
-  const steps = norm.type === "Sequence" ? (norm.normalizers as Json[]) : [norm];
-  const isPrepend = (s: Json) => s.type === "Prepend" && s.prepend === "▁";
-  const isReplace = (s: Json) =>
-    s.type === "Replace" && (s.pattern as Json)?.String === " " && s.content === "▁";
-  if (steps.length !== 2 || !isPrepend(steps[0]) || !isReplace(steps[1])) return { kind: "none" };
+  if (!isSentencePieceStyle(norm ?? null, pre ?? null)) return { kind: "none" };
   const merges = (model.merges as (string | string[])[]) ?? [];
   if (merges.some((m) => (Array.isArray(m) ? m.join(" ") : m).includes("\n"))) {
     return { kind: "none" };

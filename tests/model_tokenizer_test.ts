@@ -181,6 +181,38 @@ Deno.test({
 });
 
 Deno.test({
+  name: "tokenizer: a Metaspace-style Llama tokenizer.json is chunked correctly too",
+  ignore: !HAVE_DATA,
+  fn: async () => {
+    const json = JSON.parse(await Deno.readTextFile(path("tokenizers/llama2/tokenizer.json")));
+    json.normalizer = null;
+    json.pre_tokenizer = {
+      type: "Metaspace",
+      replacement: "▁",
+      prepend_scheme: "first",
+      split: false,
+    };
+    const dir = await Deno.makeTempDir();
+    try {
+      await Deno.writeTextFile(`${dir}/tokenizer.json`, JSON.stringify(json));
+      await Deno.copyFile(
+        path("tokenizers/llama2/tokenizer_config.json"),
+        `${dir}/tokenizer_config.json`,
+      );
+      const tok = await loadTokenizer(dir);
+      const legacy = await loadTokenizer(path("tokenizers/llama2"));
+      const whole = new Tokenizer(json, {});
+      const text = wikitextJoined().slice(0, 20_000);
+      assert.ok(tok.chunkCuts(text).length >= 3, "chunking is exercised");
+      same(tok.encode(text), whole.encode(text).ids, "Metaspace chunked vs whole");
+      same(tok.encode(text), legacy.encode(text), "Metaspace vs Prepend+Replace pipeline");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "tokenizer: whole WikiText-2 test reproduces MANIFEST.md counts and first ids",
   ignore: !HAVE_DATA || !await exists(new URL("models/hf/babyllama-tok105/tokenizer.json", DATA)),
   fn: async () => {
