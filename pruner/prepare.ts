@@ -16,7 +16,8 @@ import {
   splitAugmented,
 } from "../curvature/_ops.ts";
 import { type CurvatureKind, type LayerCurvature, layerKind } from "../curvature/types.ts";
-import { dampedInverse } from "./_linalg.ts";
+import { spdInverse } from "../kernels/linalg.ts";
+import { diag, eye, scatterSubmatrix, submatrix } from "../kernels/matrix.ts";
 
 /** A module prepared for costs and updates: everything in the full augmented space. */
 export interface Prepared {
@@ -88,8 +89,8 @@ export async function prepareModules(
     return c;
   });
   const Ws = lins.map((lin) => augment(lin.weight, lin.bias, `${lin.name}[W|b]`));
-  const diagG = layers.map((l) => (l.G.length ? diagOf(l.G[0], "diag G0") : null));
-  const diagA = layers.map((l) => (l.A.length ? diagOf(l.A[0], "diag A0") : null));
+  const diagG = layers.map((l) => (l.G.length ? diag(l.G[0]) : null));
+  const diagA = layers.map((l) => (l.A.length ? diag(l.A[0]) : null));
   const first = lins.map((lin) => nonZeroCounts(lin.weight, lin.bias));
   const toRead: Tensor[] = [];
   lins.forEach((_, k) => {
@@ -162,49 +163,78 @@ export async function prepareModules(
   return out;
 }
 
-/** Fills `Ghat`/`Ahat` of OBS modules: damped inverses of the live sub-factors (identity for Identity). */
+/**
+ * `inv(M, λ)` of the live sub-factor (ALGORITHM.md §4.1) on the GPU with `spdInverse`
+ * (float64-like accuracy), embedded in an `n×n` identity so that dead indices are decoupled.
+ * `M` null means the identity factor (Activations' G).
+ */
+async function dampedInverseGpu(
+  M: Tensor | null,
+  n: number,
+  keep: Uint8Array,
+  damp: number,
+  name: string,
+  rt: Tensor["rt"],
+): Promise<Tensor> {
+  const live: number[] = [];
+  for (let i = 0; i < n; i++) if (keep[i]) live.push(i);
+  const full = eye(rt, n);
+  if (live.length === 0) return full;
+  const idx = Tensor.fromSync(rt, Uint32Array.from(live), [live.length], "u32", "live");
+  const sub = M ? submatrix(M, idx, idx) : eye(rt, live.length);
+  try {
+    const inv = await spdInverse(sub, { damp, name });
+    scatterSubmatrix(full, inv, idx, idx);
+    inv.dispose();
+    return full;
+  } catch (e) {
+    full.dispose();
+    throw e;
+  } finally {
+    sub.dispose();
+    idx.dispose();
+  }
+}
+
+/**
+ * Fills `Ghat`/`Ahat` of OBS modules: damped inverses of the live sub-factors (GPU), plus host
+ * float64 copies for assembling the small SPD systems of the updates.
+ */
 async function computeInverses(ps: Prepared[], dampG: number, dampA: number): Promise<void> {
-  const toRead: Tensor[] = [];
   for (const p of ps) {
     if (p.kind === "identity") {
       throw new Error(
         `pruner: OBS with identity curvature is not defined (module ${p.lin.name}); use --obd (magnitude pruning)`,
       );
     }
-    if (p.curv.G.length) toRead.push(p.curv.G[0]);
-    toRead.push(p.curv.A[0]);
   }
-  const raw = await readAll(toRead);
-  let at = 0;
+  const gs: Tensor[] = [], as: Tensor[] = [];
   for (const p of ps) {
     const rt = p.W.rt;
-    let gh: Float64Array;
-    if (p.curv.G.length) {
-      gh = dampedInverse(
-        new Float32Array(raw[at++]),
+    gs.push(
+      await dampedInverseGpu(
+        p.curv.G[0] ?? null,
         p.R,
-        dampG,
         p.keepR,
+        dampG,
         `inv(G0 + λg·I) of ${p.lin.name}`,
-      );
-    } else {
-      // Activations: G = I, so inv(I, λg) = I / (1 + λg) on live rows.
-      gh = dampedInverse(identity(p.R), p.R, dampG, p.keepR, `inv(I) of ${p.lin.name}`);
-    }
-    const ah = dampedInverse(
-      new Float32Array(raw[at++]),
-      p.C,
-      dampA,
-      p.keepC,
-      `inv(A0 + λa·I) of ${p.lin.name}`,
+        rt,
+      ),
     );
-    p.Ghat = { t: Tensor.fromSync(rt, Float32Array.from(gh), [p.R, p.R], "f32", "Ĝ"), h: gh };
-    p.Ahat = { t: Tensor.fromSync(rt, Float32Array.from(ah), [p.C, p.C], "f32", "Â"), h: ah };
+    as.push(
+      await dampedInverseGpu(
+        p.curv.A[0],
+        p.C,
+        p.keepC,
+        dampA,
+        `inv(A0 + λa·I) of ${p.lin.name}`,
+        rt,
+      ),
+    );
   }
-}
-
-function identity(n: number): Float64Array {
-  const m = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) m[i * n + i] = 1;
-  return m;
+  const raw = await readAll([...gs, ...as]);
+  ps.forEach((p, k) => {
+    p.Ghat = { t: gs[k], h: Float64Array.from(new Float32Array(raw[k])) };
+    p.Ahat = { t: as[k], h: Float64Array.from(new Float32Array(raw[ps.length + k])) };
+  });
 }

@@ -204,17 +204,30 @@ Deno.test("R1/R2/R5: OBS updates equal the brute-force constrained minimum for e
   model.dispose();
 });
 
-Deno.test("R6: damped inverse of [[2,1],[1,4]] with λ = 0.1, and dead indices decoupled", () => {
-  const inv = dampedInverse(Float64Array.from([2, 1, 1, 4]), 2, 0.1, Uint8Array.from([1, 1]), "M");
-  assertClose(inv, [0.483690, -0.112486, -0.112486, 0.258718], 1e-5, 0, "inv");
-  // A dead middle index: the live 2×2 sub-factor is inverted (its own mean diagonal), identity elsewhere.
-  const m3 = [2, 9, 1, 9, 0, 9, 1, 9, 4];
-  const inv3 = dampedInverse(Float64Array.from(m3), 3, 0.1, Uint8Array.from([1, 0, 1]), "M3");
-  assertClose(
-    inv3,
-    [0.483690, 0, -0.112486, 0, 1, 0, -0.112486, 0, 0.258718],
-    1e-5,
-    0,
-    "inv with dead index",
+Deno.test("R6: damped inverse of [[2,1],[1,4]] with λ = 0.1 (GPU), dead indices decoupled", async () => {
+  const want = [0.483690, -0.112486, -0.112486, 0.258718];
+  // G is the 2×2 example; A has a dead middle column (A_11 = 0): its live 2×2 block is the same
+  // matrix, inverted with its own mean diagonal, and the dead index gets an identity row/column.
+  const { model, curv } = await layer(
+    [2, 1, 1, 4],
+    [2, 9, 1, 9, 0, 9, 1, 9, 4],
+    [1, 2, 3, 4, 5, 6],
+    2,
+    3,
   );
+  const p = await prepareModules(model.linears(), curv, { obd: false, dampG: 0.1, dampA: 0.1 });
+  assertClose(p[0].Ghat!.h, want, 3e-6, 0, "Ĝ");
+  assertClose(
+    p[0].Ahat!.h,
+    [want[0], 0, want[1], 0, 1, 0, want[2], 0, want[3]],
+    3e-6,
+    0,
+    "Â with a dead index",
+  );
+  assert.deepEqual(Array.from(p[0].keepC), [1, 0, 1]);
+  disposePrepared(p);
+  model.dispose();
+  // The host float64 helper agrees.
+  const inv = dampedInverse(Float64Array.from([2, 1, 1, 4]), 2, 0.1, Uint8Array.from([1, 1]), "M");
+  assertClose(inv, want, 3e-6, 0, "host inv");
 });
