@@ -104,7 +104,7 @@ export function hubCacheDir(): string {
 
 /**
  * The access token: `HF_TOKEN`, else the token file (`HF_TOKEN_PATH`, `$HF_HOME/token`) that
- * `huggingface-cli login` writes; null when there is none.
+ * `huggingface-cli login` writes, else the old `~/.huggingface/token`; null when there is none.
  *
  * @example
  * ```ts
@@ -114,12 +114,14 @@ export function hubCacheDir(): string {
 export async function hubToken(): Promise<string | null> {
   const fromEnv = env("HF_TOKEN") ?? env("HUGGING_FACE_HUB_TOKEN");
   if (fromEnv) return fromEnv.trim();
-  try {
-    const t = (await Deno.readTextFile(env("HF_TOKEN_PATH") ?? `${hfHome()}/token`)).trim();
-    return t === "" ? null : t;
-  } catch {
-    return null;
+  const files = [env("HF_TOKEN_PATH") ?? `${hfHome()}/token`, `${homeDir()}/.huggingface/token`];
+  for (const file of files) {
+    try {
+      const t = (await Deno.readTextFile(file)).trim();
+      if (t !== "") return t;
+    } catch { /* no token file there */ }
   }
+  return null;
 }
 
 /** Whether `HF_HUB_OFFLINE` asks for offline mode. */
@@ -183,12 +185,25 @@ async function hubFetch(
   url: string,
   init: RequestInit,
 ): Promise<Response> {
-  try {
-    return await fetch(url, init);
-  } catch (e) {
-    throw new HubError(`cannot reach ${url}: ${(e as Error).message}; ${offlineHint(repo)}`);
+  for (let attempt = 0;; attempt++) {
+    let res: Response;
+    try {
+      res = await fetch(url, init);
+    } catch (e) {
+      throw new HubError(`cannot reach ${url}: ${(e as Error).message}; ${offlineHint(repo)}`);
+    }
+    // Busy or briefly failing server: retry twice after a short pause.
+    if ((res.status === 429 || res.status >= 500) && attempt < RETRY_DELAYS_MS.length) {
+      await res.body?.cancel().catch(() => {});
+      await new Promise((ok) => setTimeout(ok, RETRY_DELAYS_MS[attempt]));
+      continue;
+    }
+    return res;
   }
 }
+
+/** Pauses before retrying a request answered with 429 or 5xx. */
+const RETRY_DELAYS_MS = [500, 2000];
 
 /** Turns an error response into a HubError that says what to do. */
 async function statusError(

@@ -48,6 +48,8 @@ class FakeHub {
   /** CDN paths whose next full (non-Range) GET is cut after half of the bytes. */
   readonly cutOnce = new Set<string>();
   readonly blobs = new Map<string, Uint8Array<ArrayBuffer>>();
+  /** Hub paths answered once with 503 (busy server). */
+  readonly busyOnce = new Set<string>();
   hub!: Deno.HttpServer<Deno.NetAddr>;
   cdn!: Deno.HttpServer<Deno.NetAddr>;
 
@@ -104,6 +106,7 @@ class FakeHub {
   #hub(req: Request): Response {
     const url = this.#record("hub", req);
     const p = decodeURIComponent(url.pathname);
+    if (this.busyOnce.delete(p)) return new Response("busy", { status: 503 });
     let m = p.match(/^\/api\/(models|datasets)\/([^/]+\/[^/]+)\/revision\/(.+)$/);
     if (m) {
       const repo = this.repos.get(m[2]);
@@ -296,7 +299,12 @@ Deno.test("hub: sharded weights, gated repositories, pickle-only and missing rep
       "model.safetensors.index.json": index,
       "model-00001-of-00001.safetensors": shard,
     });
+    hub.busyOnce.add(`/org/sharded/resolve/${commit}/config.json`);
     const dir = await resolveModel("org/sharded", opts);
+    const heads = hub.log.filter((l) =>
+      l.method === "HEAD" && l.path === `/org/sharded/resolve/${commit}/config.json`
+    );
+    assert.equal(heads.length, 2, "a 503 answer is retried");
     assert.ok(dir.endsWith(commit));
     const ck = await openCheckpoint(dir);
     assert.deepEqual(ck.names(), ["w"]);
@@ -390,6 +398,7 @@ Deno.test("hub: local folders, dataset files, listing", async () => {
 
 Deno.test("hub: environment variables — HF_HUB_CACHE, HF_HOME, token file, HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE", async () => {
   const names = [
+    "HOME",
     "HF_HUB_CACHE",
     "HUGGINGFACE_HUB_CACHE",
     "HF_HOME",
@@ -403,10 +412,15 @@ Deno.test("hub: environment variables — HF_HUB_CACHE, HF_HOME, token file, HF_
   const home = await Deno.makeTempDir();
   try {
     for (const n of names) Deno.env.delete(n);
-    Deno.env.set("HF_HOME", home);
-    assert.equal(hubCacheDir(), `${home}/hub`);
+    Deno.env.set("HOME", home);
+    Deno.env.set("HF_HOME", `${home}/hf`);
+    await Deno.mkdir(`${home}/hf`);
+    assert.equal(hubCacheDir(), `${home}/hf/hub`);
     assert.equal(await hubToken(), null);
-    await Deno.writeTextFile(`${home}/token`, "hf_fromfile\n");
+    await Deno.mkdir(`${home}/.huggingface`);
+    await Deno.writeTextFile(`${home}/.huggingface/token`, "hf_old_location");
+    assert.equal(await hubToken(), "hf_old_location");
+    await Deno.writeTextFile(`${home}/hf/token`, "hf_fromfile\n");
     assert.equal(await hubToken(), "hf_fromfile");
     Deno.env.set("HF_TOKEN", "hf_fromenv");
     assert.equal(await hubToken(), "hf_fromenv");
