@@ -401,6 +401,53 @@ async function downloadBlob(
   r.progress(`${repo} ${file}: ${fmtMB(size)} MB done`);
 }
 
+/** A lock whose file was not touched for this long belongs to a dead process. */
+export const STALE_LOCK_MS = 30_000;
+
+/**
+ * Runs `fn` holding `<blob>.lock`, so that two processes never append to the same
+ * `.incomplete` file. The holder touches the lock while it works; a waiter polls until the
+ * lock is gone (then the blob is usually there) or stale (then it takes the lock over).
+ */
+async function withBlobLock(
+  r: Resolved,
+  repo: string,
+  file: string,
+  blob: string,
+  fn: () => Promise<void>,
+): Promise<void> {
+  const lock = `${blob}.lock`;
+  let told = false;
+  for (;;) {
+    try {
+      (await Deno.open(lock, { write: true, createNew: true })).close();
+      break;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    }
+    const age = await Deno.stat(lock).then((s) => Date.now() - (s.mtime?.getTime() ?? 0), () => 0);
+    if (age > STALE_LOCK_MS) {
+      await Deno.remove(lock).catch(() => {});
+      continue;
+    }
+    if (!told) {
+      r.progress(`${repo} ${file}: another process is downloading it; waiting`);
+      told = true;
+    }
+    await new Promise((ok) => setTimeout(ok, 200));
+  }
+  const touch = setInterval(() => {
+    const now = new Date();
+    Deno.utime(lock, now, now).catch(() => {});
+  }, STALE_LOCK_MS / 6);
+  try {
+    await fn();
+  } finally {
+    clearInterval(touch);
+    await Deno.remove(lock).catch(() => {});
+  }
+}
+
 /** Metadata of one file at a revision, from a HEAD request on its resolve URL. */
 interface FileMeta {
   commit: string;
@@ -515,7 +562,11 @@ async function downloadResolved(
   }
   await Deno.mkdir(`${r.repoDir}/blobs`, { recursive: true });
   const blob = `${r.repoDir}/blobs/${meta.etag}`;
-  if (!(await isFile(blob))) await downloadBlob(r, repo, file, meta.url, blob, meta.size);
+  if (!(await isFile(blob))) {
+    await withBlobLock(r, repo, file, blob, async () => {
+      if (!(await isFile(blob))) await downloadBlob(r, repo, file, meta.url, blob, meta.size);
+    });
+  }
   await recordRef(r, revision, meta.commit);
   return await linkSnapshot(r, meta.commit, file, meta.etag);
 }

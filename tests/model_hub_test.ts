@@ -396,6 +396,41 @@ Deno.test("hub: local folders, dataset files, listing", async () => {
   });
 });
 
+Deno.test("hub: a download locked by another process is waited for; a stale lock is taken over", async () => {
+  await withHub(async (hub, cache, opts) => {
+    const weights = await weightsFile(cache, 1000);
+    await hub.addRepo("org/locked", { "config.json": TINY_CONFIG, "model.safetensors": weights });
+    const etag = hub.repos.get("org/locked")!.files.get("model.safetensors")!.etag;
+    const blobs = `${cache}/models--org--locked/blobs`;
+    await Deno.mkdir(blobs, { recursive: true });
+    await Deno.writeTextFile(`${blobs}/${etag}.lock`, "");
+    const messages: string[] = [];
+    const pending = resolveModel("org/locked", { ...opts, onProgress: (m) => messages.push(m) });
+    await new Promise((ok) => setTimeout(ok, 400));
+    await Deno.writeFile(`${blobs}/${etag}`, weights); // the "other process" finishes
+    await Deno.remove(`${blobs}/${etag}.lock`);
+    const dir = await pending;
+    assert.deepEqual(await Deno.readFile(`${dir}/model.safetensors`), weights);
+    assert.equal(hub.log.filter((l) => l.server === "cdn").length, 0, "not downloaded twice");
+    assert.ok(messages.some((m) => m.includes("another process")), messages.join("\n"));
+
+    const w2 = await weightsFile(cache, 999);
+    await hub.addRepo("org/stale", { "config.json": TINY_CONFIG, "model.safetensors": w2 });
+    const etag2 = hub.repos.get("org/stale")!.files.get("model.safetensors")!.etag;
+    const blobs2 = `${cache}/models--org--stale/blobs`;
+    await Deno.mkdir(blobs2, { recursive: true });
+    await Deno.writeTextFile(`${blobs2}/${etag2}.lock`, "");
+    const old = new Date(Date.now() - 10 * 60_000);
+    await Deno.utime(`${blobs2}/${etag2}.lock`, old, old);
+    const dir2 = await resolveModel("org/stale", opts);
+    assert.deepEqual(await Deno.readFile(`${dir2}/model.safetensors`), w2);
+    assert.deepEqual(
+      [...Deno.readDirSync(blobs2)].map((e) => e.name).filter((n) => n.includes(".lock")),
+      [],
+    );
+  });
+});
+
 Deno.test("hub: environment variables — HF_HUB_CACHE, HF_HOME, token file, HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE", async () => {
   const names = [
     "HOME",
