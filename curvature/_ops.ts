@@ -249,28 +249,6 @@ ${MAIN} { ${IDX} if (i >= p.R * p.C) { return; }
   return out;
 }
 
-/** `out[i, :] = M[idx[i], :]` for an `[n, C]` matrix and a u32 index tensor. */
-export function gatherRows(m: Tensor, idx: Tensor, name = "gatherRows"): Tensor {
-  const [, C] = dims(m);
-  const k = idx.size;
-  const out = new Tensor(m.rt, [k, C], "f32", name);
-  dispatch1d(
-    m.rt,
-    "priv_gatherRows",
-    `@group(0) @binding(0) var<storage, read> M: array<f32>;
-@group(0) @binding(1) var<storage, read> I: array<u32>;
-@group(0) @binding(2) var<storage, read_write> O: array<f32>;
-struct P { n: u32, C: u32, a: u32, b: u32 };
-@group(0) @binding(3) var<uniform> p: P;
-${MAIN} { ${IDX} if (i >= p.n) { return; } let r = i / p.C; let c = i % p.C;
-  O[i] = M[I[r] * p.C + c]; }`,
-    [m, idx, out],
-    packParams(k * C, C),
-    k * C,
-  );
-  return out;
-}
-
 /** `dst[idx[i], :] += alpha·src[i, :]` (indices must be distinct). */
 export function scatterAddRows(dst: Tensor, idx: Tensor, src: Tensor, alpha = 1): void {
   const [, C] = dims(dst);
@@ -290,26 +268,6 @@ ${MAIN} { ${IDX} if (i >= p.n) { return; } let r = i / p.C; let c = i % p.C;
     packParams(k * C, C, 0, 0, f32(alpha), f32(0), f32(0), f32(0)),
     k * C,
   );
-}
-
-/** Diagonal of a square matrix as a new `[n]` tensor. */
-export function diagOf(m: Tensor, name = "diag"): Tensor {
-  const n = m.rows;
-  if (m.cols !== n) throw new GpuError(name, `${m} is not square`);
-  const out = new Tensor(m.rt, [n], "f32", name);
-  dispatch1d(
-    m.rt,
-    "priv_diag",
-    `@group(0) @binding(0) var<storage, read> M: array<f32>;
-@group(0) @binding(1) var<storage, read_write> O: array<f32>;
-struct P { n: u32, a: u32, b: u32, c: u32 };
-@group(0) @binding(2) var<uniform> p: P;
-${MAIN} { ${IDX} if (i >= p.n) { return; } O[i] = M[i * p.n + i]; }`,
-    [m, out],
-    packParams(n),
-    n,
-  );
-  return out;
 }
 
 /**
@@ -463,23 +421,6 @@ ${MAIN} { ${IDX} if (i >= p.n) { return; }
     }
   }
   throw new GpuError("kthSmallestAll", "unreachable");
-}
-
-/** Records `out[slot] = #{x ≤ tau}` (u32 counts) for a tensor. */
-export function countAtMost(x: Tensor, tau: number, out: Tensor, slot: number): void {
-  if (x.size === 0) return;
-  dispatch1d(
-    x.rt,
-    "priv_countAtMost",
-    `@group(0) @binding(0) var<storage, read> X: array<f32>;
-@group(0) @binding(1) var<storage, read_write> O: array<atomic<u32>>;
-struct P { n: u32, slot: u32, a: u32, b: u32, tau: f32, x: f32, y: f32, z: f32 };
-@group(0) @binding(2) var<uniform> p: P;
-${MAIN} { ${IDX} if (i >= p.n) { return; } if (X[i] <= p.tau) { atomicAdd(&O[p.slot], 1u); } }`,
-    [x, out],
-    packParams(x.size, slot, 0, 0, f32(tau), f32(0), f32(0), f32(0)),
-    x.size,
-  );
 }
 
 /**

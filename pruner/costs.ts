@@ -8,7 +8,8 @@
 import { fill, map } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/gemm.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { colDot, diagOf, rowColMap, rowDot } from "../curvature/_ops.ts";
+import { colDot, rowColMap, rowDot } from "../curvature/_ops.ts";
+import { diag } from "../kernels/matrix.ts";
 import type { Prepared } from "./prepare.ts";
 
 /** Options that change the cost formulas. */
@@ -28,7 +29,7 @@ function sumDiag(ms: Tensor[], n: number): Tensor | null {
   if (ms.length === 0) return null;
   const acc = Tensor.emptySync(ms[0].rt, [n], "f32", "Σdiag");
   for (const m of ms) {
-    const d = diagOf(m);
+    const d = diag(m);
     map("o + b", [acc, d], [], { out: acc });
     d.dispose();
   }
@@ -68,7 +69,7 @@ export function elementCosts(p: Prepared, opts: CostOptions): Tensor {
       // Σ_i G_i[r,r]·A_i[c,c]
       const s = Tensor.emptySync(W.rt, [p.R, p.C], "f32", "Σ diagG⊗diagA");
       p.curv.G.forEach((g, i) => {
-        const dg = diagOf(g), da = diagOf(p.curv.A[i]);
+        const dg = diag(g), da = diag(p.curv.A[i]);
         rowColMap("a + u * v", s, { u: dg, v: da, out: s });
         dg.dispose(), da.dispose();
       });
@@ -76,7 +77,7 @@ export function elementCosts(p: Prepared, opts: CostOptions): Tensor {
       s.dispose();
     }
   } else {
-    const dg = diagOf(p.Ghat!.t), da = diagOf(p.Ahat!.t);
+    const dg = diag(p.Ghat!.t), da = diag(p.Ahat!.t);
     const expr = p.kind === "activations" ? "0.5 * a * a / v" : "0.5 * a * a / (u * v)";
     cost = rowColMap(expr, W, { u: dg, v: da, name: "cost" });
     dg.dispose(), da.dispose();
@@ -113,14 +114,14 @@ export function rowColCosts(p: Prepared, opts: CostOptions): { rows: Tensor; col
       const a = p.curv.A[i];
       const WA = matmul(W, a), GW = matmul(g, W);
       const qr = rowDot(WA, W), qc = colDot(GW, W);
-      const dg = diagOf(g), da = diagOf(a);
+      const dg = diag(g), da = diag(a);
       map("o + 0.5 * b * c", [rows, qr, dg], [], { out: rows });
       map("o + 0.5 * b * c", [cols, qc, da], [], { out: cols });
       for (const t of [WA, GW, qr, qc, dg, da]) t.dispose();
     });
   } else {
     // OBS rank 0: ½ W_r A W_rᵀ / Ĝ_rr and ½ W_cᵀ G W_c / Â_cc (numerators undamped, [ref]).
-    const dg = diagOf(p.Ghat!.t), da = diagOf(p.Ahat!.t);
+    const dg = diag(p.Ghat!.t), da = diag(p.Ahat!.t);
     const WA = matmul(W, p.curv.A[0]);
     rows = rowDot(WA, W, "rowcost");
     map("0.5 * o / b", [rows, dg], [], { out: rows });

@@ -7,14 +7,7 @@
  */
 import { Tensor } from "../kernels/tensor.ts";
 import type { PrunableLinear } from "../model/types.ts";
-import {
-  augment,
-  diagOf,
-  nonZeroCounts,
-  readAll,
-  rowColMap,
-  splitAugmented,
-} from "../curvature/_ops.ts";
+import { augment, nonZeroCounts, readAll, rowColMap, splitAugmented } from "../curvature/_ops.ts";
 import { type CurvatureKind, type LayerCurvature, layerKind } from "../curvature/types.ts";
 import { spdInverse } from "../kernels/linalg.ts";
 import { diag, eye, scatterSubmatrix, submatrix } from "../kernels/matrix.ts";

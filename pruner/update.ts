@@ -7,14 +7,9 @@
  * @module
  */
 import { matmul } from "../kernels/gemm.ts";
+import { gatherCols, gatherRows } from "../kernels/matrix.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import {
-  gatherRows,
-  readAll,
-  rowColMap,
-  scatterAddRows,
-  splitAugmented,
-} from "../curvature/_ops.ts";
+import { readAll, rowColMap, scatterAddRows, splitAugmented } from "../curvature/_ops.ts";
 import { choleskyInPlace, cholSolveInPlace, spdInverse } from "./_linalg.ts";
 import type { Prepared } from "./prepare.ts";
 import { chunkSizes } from "./structure.ts";
@@ -88,7 +83,7 @@ export async function elementUpdate(
     const v = new Float64Array(size);
     P.forEach((x, i) => (v[i] = W[x]));
     if (opts.addupdate && ci > 0) {
-      const Gr = gatherRows(p.Ghat!.t, rowIdx, "Ĝ[ρ,:]");
+      const Gr = gatherRows(p.Ghat!.t, rowIdx);
       const Er = matmul(Gr, Y, { alpha: -1, name: "E[ρ,:]" });
       const [eRaw] = await readAll([Er]);
       Gr.dispose(), Er.dispose();
@@ -160,7 +155,7 @@ export function structuredUpdate(
   const E = Tensor.emptySync(rt, [R, C], "f32", "E");
   for (const chunk of chunksOf(rowsOut, opts.maxCorrelate)) {
     const idx = Tensor.fromSync(rt, Uint32Array.from(chunk), [chunk.length], "u32", "p");
-    const V = gatherRows(p.W, idx, "W[p,:]");
+    const V = gatherRows(p.W, idx);
     if (opts.addupdate) {
       const Ep = gatherRows(E, idx);
       rowColMap("a + b", V, { b: Ep, out: V });
@@ -174,7 +169,7 @@ export function structuredUpdate(
       "Ĝ[p,p]⁻¹",
     );
     const T1 = matmul(S, V);
-    const Gp = gatherRows(p.Ghat!.t, idx, "Ĝ[p,:]");
+    const Gp = gatherRows(p.Ghat!.t, idx);
     const U = matmul(Gp, T1, { transA: true, alpha: -1, name: "U" });
     const rm = new Float32Array(R);
     for (const r of chunk) rm[r] = 1;
@@ -185,11 +180,13 @@ export function structuredUpdate(
   }
   for (const chunk of chunksOf(colsOut, opts.maxCorrelate)) {
     const k = chunk.length;
-    const sel = new Float32Array(C * k);
-    chunk.forEach((c, j) => (sel[c * k + j] = 1));
-    const Sel = Tensor.fromSync(rt, sel, [C, k], "f32", "select κ");
-    const V = matmul(p.W, Sel, { name: "W[:,κ]" });
-    if (opts.addupdate) matmul(E, Sel, { beta: 1, out: V });
+    const idx = Tensor.fromSync(rt, Uint32Array.from(chunk), [k], "u32", "κ");
+    const V = gatherCols(p.W, idx);
+    if (opts.addupdate) {
+      const Ek = gatherCols(E, idx);
+      rowColMap("a + b", V, { b: Ek, out: V });
+      Ek.dispose();
+    }
     const S = Tensor.fromSync(
       rt,
       subInverse(p.Ahat!.h, C, chunk, `Â[κ,κ] of ${p.lin.name}`),
@@ -198,15 +195,14 @@ export function structuredUpdate(
       "Â[κ,κ]⁻¹",
     );
     const T1 = matmul(V, S);
-    const idx = Tensor.fromSync(rt, Uint32Array.from(chunk), [k], "u32", "κ");
-    const Ak = gatherRows(p.Ahat!.t, idx, "Â[κ,:]");
+    const Ak = gatherRows(p.Ahat!.t, idx);
     const U = matmul(T1, Ak, { alpha: -1, name: "U" });
     const cm = new Float32Array(C);
     for (const c of chunk) cm[c] = 1;
     const cmT = Tensor.fromSync(rt, cm, [C], "f32", "cols κ");
     rowColMap("select(a, 0.0, a != a) * (1.0 - v) - v * b", U, { b: p.W, v: cmT, out: U });
     rowColMap("a + b", E, { b: U, out: E });
-    for (const t of [Sel, V, S, T1, idx, Ak, U, cmT]) t.dispose();
+    for (const t of [V, S, T1, idx, Ak, U, cmT]) t.dispose();
   }
   const rm = new Float32Array(R), cm = new Float32Array(C);
   for (const r of rowsOut) rm[r] = 1;
