@@ -174,11 +174,14 @@ export class RunFolder {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
     if (!opts.resume) {
-      if (exists) {
+      if (exists && (await run.readJson<RunState>("state.json")) !== null) {
         throw new RunFolderError(
           `run folder ${dir} already exists: pass --resume to continue it, or remove it to start over`,
         );
       }
+      // a folder without state.json holds no result (a run that stopped before its dense
+      // evaluation was committed): start it afresh
+      if (exists) await Deno.remove(dir, { recursive: true });
       await Deno.mkdir(dir, { recursive: true });
       return run;
     }

@@ -136,7 +136,7 @@ export async function runSurgeon(
   log(`loading model ${cfg.model_str}`);
   const model = await deps.loadModel(cfg.model_str, {
     revision: cfg.revision,
-    offline: cfg.offline,
+    offline: cfg.offline || undefined, // unset: the Hub client follows HF_HUB_OFFLINE
     onProgress: log,
   });
   try {
@@ -157,7 +157,7 @@ export async function runSurgeon(
     }
 
     // data
-    const dataOpts = { dataDir: cfg.data_dir, offline: cfg.offline, onProgress: log };
+    const dataOpts = { dataDir: cfg.data_dir, offline: cfg.offline || undefined, onProgress: log };
     const tests = new Map<string, Int32Array>();
     for (const d of cfg.eval_langs) {
       const t0 = performance.now();

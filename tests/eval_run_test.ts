@@ -199,3 +199,20 @@ Deno.test("RunFolder drops uncommitted metrics and stray files on resume", async
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("RunFolder.open() restarts a folder that never committed anything, refuses one that did", async () => {
+  const root = await Deno.makeTempDir({ prefix: "eval_runfolder_" });
+  try {
+    const first = await RunFolder.open(root, "r", { resume: false });
+    await first.writeJson("config.json", { a: 1 }); // then the run died (e.g. no network)
+    const again = await RunFolder.open(root, "r", { resume: false });
+    assert.deepEqual([...Deno.readDirSync(again.dir)], []);
+    await again.commitShot(0, [], null);
+    await assert.rejects(
+      () => RunFolder.open(root, "r", { resume: false }),
+      /already exists: pass --resume/,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
