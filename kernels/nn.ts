@@ -22,7 +22,7 @@ const WG = 256;
 /** Workgroup reductions over 256 lanes, shared by the row kernels. */
 const REDUCE = `
 var<workgroup> red_: array<f32, 256>;
-fn sum256(v: f32, lid: u32) -> f32 {
+fn rsum(v: f32, lid: u32) -> f32 {
   red_[lid] = v;
   workgroupBarrier();
   for (var s = 128u; s > 0u; s = s >> 1u) {
@@ -33,7 +33,7 @@ fn sum256(v: f32, lid: u32) -> f32 {
   workgroupBarrier();
   return r;
 }
-fn max256(v: f32, lid: u32) -> f32 {
+fn rmax(v: f32, lid: u32) -> f32 {
   red_[lid] = v;
   workgroupBarrier();
   for (var s = 128u; s > 0u; s = s >> 1u) {
@@ -56,6 +56,42 @@ const ELEM_MAIN = `@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   let i = (wid.x + wid.y * nw.x) * 256u + lid;`;
+
+/**
+ * Tuning of the row kernels (norms, softmax, cross-entropy). `rowLanes`: lanes cooperating on
+ * one row; 0 = automatic (1 on software adapters, where workgroup barriers are expensive, else
+ * 256).
+ */
+export const nnTuning: { rowLanes: number } = { rowLanes: 0 };
+
+function lanesFor(rt: Runtime): number {
+  const l = nnTuning.rowLanes || (rt.adapter.isSoftware ? 1 : 256);
+  if (l !== 1 && l !== 256) {
+    throw new GpuError("nnTuning", `rowLanes must be 0, 1 or 256, got ${l}`);
+  }
+  return l;
+}
+
+/**
+ * Prelude of a row kernel: `row`, `lid`, `LANES`, reductions `rsum`/`rmax` and `rbarrier`.
+ * With 1 lane, each invocation owns a whole row and nothing synchronises.
+ */
+function rowPrelude(lanes: number): string {
+  if (lanes === 1) {
+    return `const LANES = 1u;
+fn rsum(v: f32, lid: u32) -> f32 { return v; }
+fn rmax(v: f32, lid: u32) -> f32 { return v; }
+fn rbarrier() {}
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let row = gid.x + gid.y * nw.x * 64u;
+  let lid = 0u;`;
+  }
+  return `const LANES = 256u;
+${REDUCE}
+fn rbarrier() { workgroupBarrier(); }
+${ROW_MAIN}`;
+}
 
 function storage(binding: number, name: string, type: string, write: boolean): string {
   return `@group(0) @binding(${binding}) var<storage, ${
@@ -80,7 +116,7 @@ function dispatchElems(
   rt.dispatch(rt.kernel(name, wgsl), bind.map((t) => t.range()), params, grid(Math.ceil(n / WG)));
 }
 
-/** Records one dispatch with one workgroup per row. */
+/** Records one dispatch of a row kernel made by {@link rowPrelude} (`lanes` lanes per row). */
 function dispatchRows(
   rt: Runtime,
   name: string,
@@ -88,9 +124,11 @@ function dispatchRows(
   bind: Tensor[],
   params: ArrayBuffer,
   rows: number,
-) {
+  lanes = 256,
+): void {
   if (rows === 0) return;
-  rt.dispatch(rt.kernel(name, wgsl), bind.map((t) => t.range()), params, grid(rows));
+  const groups = lanes === 1 ? grid(Math.ceil(rows / 64)) : grid(rows);
+  rt.dispatch(rt.kernel(`${name}/${lanes}`, wgsl), bind.map((t) => t.range()), params, groups);
 }
 
 const dummies = new WeakMap<Runtime, Tensor>();
@@ -220,6 +258,7 @@ export function layernormForward(
   check("layernormForward", mean, T, "mean");
   check("layernormForward", rstd, T, "rstd");
   const rt = inp.rt;
+  const lanes = lanesFor(rt);
   const wgsl = `${storage(0, "out_", "f32", true)}
 ${storage(1, "mean_", "f32", true)}
 ${storage(2, "rstd_", "f32", true)}
@@ -227,17 +266,16 @@ ${storage(3, "inp", "f32", false)}
 ${storage(4, "w", "f32", false)}
 ${storage(5, "b", "f32", false)}
 ${uniform(6, "rows: u32, C: u32, hasW: u32, hasB: u32, eps: f32, p1: f32, p2: f32, p3: f32")}
-${REDUCE}
-${ROW_MAIN}
+${rowPrelude(lanes)}
   if (row >= p.rows) { return; }
   let base = row * p.C;
   var s = 0.0;
-  for (var c = lid; c < p.C; c += 256u) { s = s + inp[base + c]; }
-  let m = sum256(s, lid) / f32(p.C);
+  for (var c = lid; c < p.C; c += LANES) { s = s + inp[base + c]; }
+  let m = rsum(s, lid) / f32(p.C);
   var v = 0.0;
-  for (var c = lid; c < p.C; c += 256u) { let d = inp[base + c] - m; v = v + d * d; }
-  let r = inverseSqrt(sum256(v, lid) / f32(p.C) + p.eps);
-  for (var c = lid; c < p.C; c += 256u) {
+  for (var c = lid; c < p.C; c += LANES) { let d = inp[base + c] - m; v = v + d * d; }
+  let r = inverseSqrt(rsum(v, lid) / f32(p.C) + p.eps);
+  for (var c = lid; c < p.C; c += LANES) {
     var y = (inp[base + c] - m) * r;
     if (p.hasW == 1u) { y = y * w[c]; }
     if (p.hasB == 1u) { y = y + b[c]; }
@@ -252,6 +290,7 @@ ${ROW_MAIN}
     [out, mean, rstd, inp, weight ?? dummy(rt), bias ?? dummy(rt)],
     packParams(T, C, weight ? 1 : 0, bias ? 1 : 0, f32(eps)),
     T,
+    lanes,
   );
 }
 
@@ -275,6 +314,7 @@ export function layernormBackward(
   check("layernormBackward", dinp, T * C, "dinp");
   check("layernormBackward", dout, T * C, "dout");
   const rt = inp.rt;
+  const lanes = lanesFor(rt);
   const wgsl = `${storage(0, "dinp", "f32", true)}
 ${storage(1, "dout", "f32", false)}
 ${storage(2, "inp", "f32", false)}
@@ -282,23 +322,22 @@ ${storage(3, "w", "f32", false)}
 ${storage(4, "mean_", "f32", false)}
 ${storage(5, "rstd_", "f32", false)}
 ${uniform(6, "rows: u32, C: u32, hasW: u32, acc: u32")}
-${REDUCE}
 fn wt(c: u32) -> f32 { if (p.hasW == 1u) { return w[c]; } return 1.0; }
-${ROW_MAIN}
+${rowPrelude(lanes)}
   if (row >= p.rows) { return; }
   let base = row * p.C;
   let m = mean_[row];
   let r = rstd_[row];
   var s1 = 0.0;
   var s2 = 0.0;
-  for (var c = lid; c < p.C; c += 256u) {
+  for (var c = lid; c < p.C; c += LANES) {
     let dn = wt(c) * dout[base + c];
     s1 = s1 + dn;
     s2 = s2 + dn * (inp[base + c] - m) * r;
   }
-  let a = sum256(s1, lid) / f32(p.C);
-  let b = sum256(s2, lid) / f32(p.C);
-  for (var c = lid; c < p.C; c += 256u) {
+  let a = rsum(s1, lid) / f32(p.C);
+  let b = rsum(s2, lid) / f32(p.C);
+  for (var c = lid; c < p.C; c += LANES) {
     let n = (inp[base + c] - m) * r;
     let g = r * (wt(c) * dout[base + c] - a - n * b);
     if (p.acc == 1u) { dinp[base + c] = dinp[base + c] + g; } else { dinp[base + c] = g; }
@@ -311,6 +350,7 @@ ${ROW_MAIN}
     [dinp, dout, inp, weight ?? dummy(rt), mean, rstd],
     packParams(T, C, weight ? 1 : 0, accumulate ? 1 : 0),
     T,
+    lanes,
   );
 }
 
@@ -395,19 +435,19 @@ export function rmsnormForward(
   check("rmsnormForward", out, T * C, "out");
   check("rmsnormForward", rstd, T, "rstd");
   check("rmsnormForward", weight, C, "weight");
+  const lanes = lanesFor(inp.rt);
   const wgsl = `${storage(0, "out_", "f32", true)}
 ${storage(1, "rstd_", "f32", true)}
 ${storage(2, "inp", "f32", false)}
 ${storage(3, "w", "f32", false)}
 ${uniform(4, "rows: u32, C: u32, p0: u32, p1: u32, eps: f32, q0: f32, q1: f32, q2: f32")}
-${REDUCE}
-${ROW_MAIN}
+${rowPrelude(lanes)}
   if (row >= p.rows) { return; }
   let base = row * p.C;
   var s = 0.0;
-  for (var c = lid; c < p.C; c += 256u) { let x = inp[base + c]; s = s + x * x; }
-  let r = inverseSqrt(sum256(s, lid) / f32(p.C) + p.eps);
-  for (var c = lid; c < p.C; c += 256u) { out_[base + c] = w[c] * (inp[base + c] * r); }
+  for (var c = lid; c < p.C; c += LANES) { let x = inp[base + c]; s = s + x * x; }
+  let r = inverseSqrt(rsum(s, lid) / f32(p.C) + p.eps);
+  for (var c = lid; c < p.C; c += LANES) { out_[base + c] = w[c] * (inp[base + c] * r); }
   if (lid == 0u) { rstd_[row] = r; }
 }`;
   dispatchRows(
@@ -417,6 +457,7 @@ ${ROW_MAIN}
     [out, rstd, inp, weight],
     packParams(T, C, 0, 0, f32(eps)),
     T,
+    lanes,
   );
 }
 
@@ -438,21 +479,21 @@ export function rmsnormBackward(
   const [T, C] = [inp.rows, inp.cols];
   check("rmsnormBackward", dinp, T * C, "dinp");
   check("rmsnormBackward", dout, T * C, "dout");
+  const lanes = lanesFor(inp.rt);
   const wgsl = `${storage(0, "dinp", "f32", true)}
 ${storage(1, "dout", "f32", false)}
 ${storage(2, "inp", "f32", false)}
 ${storage(3, "w", "f32", false)}
 ${storage(4, "rstd_", "f32", false)}
 ${uniform(5, "rows: u32, C: u32, acc: u32, p0: u32")}
-${REDUCE}
-${ROW_MAIN}
+${rowPrelude(lanes)}
   if (row >= p.rows) { return; }
   let base = row * p.C;
   let r = rstd_[row];
   var s = 0.0;
-  for (var c = lid; c < p.C; c += 256u) { s = s + inp[base + c] * w[c] * dout[base + c]; }
-  let a = sum256(s, lid) / f32(p.C);
-  for (var c = lid; c < p.C; c += 256u) {
+  for (var c = lid; c < p.C; c += LANES) { s = s + inp[base + c] * w[c] * dout[base + c]; }
+  let a = rsum(s, lid) / f32(p.C);
+  for (var c = lid; c < p.C; c += LANES) {
     let g = r * w[c] * dout[base + c] - inp[base + c] * r * r * r * a;
     if (p.acc == 1u) { dinp[base + c] = dinp[base + c] + g; } else { dinp[base + c] = g; }
   }
@@ -464,6 +505,7 @@ ${ROW_MAIN}
     [dinp, dout, inp, weight, rstd],
     packParams(T, C, accumulate ? 1 : 0, 0),
     T,
+    lanes,
   );
 }
 
@@ -740,6 +782,7 @@ export function softmaxForward(
   window = 0,
 ): void {
   const [T, L] = [s.shape[s.shape.length - 2], s.cols];
+  const lanes = lanesFor(s.rt);
   const wgsl = `${storage(0, "x", "f32", true)}
 ${
     uniform(
@@ -747,8 +790,7 @@ ${
       "rows: u32, T: u32, L: u32, off: u32, klen: u32, win: u32, p0: u32, p1: u32, scale: f32, q0: f32, q1: f32, q2: f32",
     )
   }
-${REDUCE}
-${ROW_MAIN}
+${rowPrelude(lanes)}
   if (row >= p.rows) { return; }
   let base = row * p.L;
   let pos = p.off + row % p.T;
@@ -756,12 +798,12 @@ ${ROW_MAIN}
   var lo = 0u;
   if (p.win > 0u && pos + 1u > p.win) { lo = pos + 1u - p.win; }
   var m = -3.0e38;
-  for (var c = lo + lid; c < hi; c += 256u) { m = max(m, p.scale * x[base + c]); }
-  m = max256(m, lid);
+  for (var c = lo + lid; c < hi; c += LANES) { m = max(m, p.scale * x[base + c]); }
+  m = rmax(m, lid);
   var z = 0.0;
-  for (var c = lo + lid; c < hi; c += 256u) { z = z + exp(p.scale * x[base + c] - m); }
-  z = sum256(z, lid);
-  for (var c = lid; c < p.L; c += 256u) {
+  for (var c = lo + lid; c < hi; c += LANES) { z = z + exp(p.scale * x[base + c] - m); }
+  z = rsum(z, lid);
+  for (var c = lid; c < p.L; c += LANES) {
     var v = 0.0;
     if (c >= lo && c < hi) { v = exp(p.scale * x[base + c] - m) / z; }
     x[base + c] = v;
@@ -774,6 +816,7 @@ ${ROW_MAIN}
     [s],
     packParams(s.rows, T, L, qOffset, keyLen, window, 0, 0, f32(scale)),
     s.rows,
+    lanes,
   );
 }
 
@@ -785,17 +828,17 @@ ${ROW_MAIN}
  */
 export function softmaxBackward(dp: Tensor, prob: Tensor, scale: number): void {
   const L = prob.cols;
+  const lanes = lanesFor(dp.rt);
   const wgsl = `${storage(0, "dx", "f32", true)}
 ${storage(1, "pr", "f32", false)}
 ${uniform(2, "rows: u32, L: u32, p0: u32, p1: u32, scale: f32, q0: f32, q1: f32, q2: f32")}
-${REDUCE}
-${ROW_MAIN}
+${rowPrelude(lanes)}
   if (row >= p.rows) { return; }
   let base = row * p.L;
   var s = 0.0;
-  for (var c = lid; c < p.L; c += 256u) { s = s + pr[base + c] * dx[base + c]; }
-  s = sum256(s, lid);
-  for (var c = lid; c < p.L; c += 256u) {
+  for (var c = lid; c < p.L; c += LANES) { s = s + pr[base + c] * dx[base + c]; }
+  s = rsum(s, lid);
+  for (var c = lid; c < p.L; c += LANES) {
     dx[base + c] = p.scale * pr[base + c] * (dx[base + c] - s);
   }
 }`;
@@ -806,6 +849,7 @@ ${ROW_MAIN}
     [dp, prob],
     packParams(prob.rows, L, 0, 0, f32(scale)),
     prob.rows,
+    lanes,
   );
 }
 
@@ -985,6 +1029,7 @@ export function crossentropyForward(
       `rows ${rowBase}…${rowBase + Tc - 1} exceed ${losses} / ${targets}`,
     );
   }
+  const lanes = lanesFor(logits.rt);
   const wgsl = `${storage(0, "z", "f32", true)}
 ${storage(1, "losses", "f32", true)}
 ${storage(2, "tg", "i32", false)}
@@ -994,28 +1039,27 @@ ${
       "rows: u32, V: u32, S: u32, base: u32, grad: u32, p0: u32, p1: u32, p2: u32, w: f32, q0: f32, q1: f32, q2: f32",
     )
   }
-${REDUCE}
-${ROW_MAIN}
+${rowPrelude(lanes)}
   if (row >= p.rows) { return; }
   let base = row * p.V;
   let tb = (p.base + row) * p.S;
   let valid = tg[tb] >= 0;
   var m = -3.0e38;
-  for (var c = lid; c < p.V; c += 256u) { m = max(m, z[base + c]); }
-  m = max256(m, lid);
+  for (var c = lid; c < p.V; c += LANES) { m = max(m, z[base + c]); }
+  m = rmax(m, lid);
   var s = 0.0;
-  for (var c = lid; c < p.V; c += 256u) { s = s + exp(z[base + c] - m); }
-  s = sum256(s, lid);
+  for (var c = lid; c < p.V; c += LANES) { s = s + exp(z[base + c] - m); }
+  s = rsum(s, lid);
   let lse = m + log(s);
   var loss = 0.0;
   if (valid) {
     for (var j = 0u; j < p.S; j++) { loss = loss + lse - z[base + u32(tg[tb + j])]; }
     loss = loss / f32(p.S);
   }
-  workgroupBarrier();
+  rbarrier();
   if (lid == 0u) { losses[p.base + row] = loss; }
   if (p.grad == 0u) { return; }
-  for (var c = lid; c < p.V; c += 256u) {
+  for (var c = lid; c < p.V; c += LANES) {
     var g = 0.0;
     if (valid) {
       var cnt = 0.0;
@@ -1032,6 +1076,7 @@ ${ROW_MAIN}
     [logits, losses, targets],
     packParams(Tc, V, samples, rowBase, grad ? 1 : 0, 0, 0, 0, f32(weight)),
     Tc,
+    lanes,
   );
 }
 
@@ -1078,7 +1123,7 @@ ${ROW_MAIN}
   }
   var m = -3.0e38;
   for (var c = lid; c < p.V; c += 256u) { m = max(m, z[base + c]); }
-  m = max256(m, lid);
+  m = rmax(m, lid);
   let seg = (p.V + 255u) / 256u;
   let c0 = min(lid * seg, p.V);
   let c1 = min(c0 + seg, p.V);

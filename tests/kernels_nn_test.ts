@@ -15,6 +15,7 @@ import {
   layernormParamBackward,
   linearBackward,
   linearForward,
+  nnTuning,
   reluBackward,
   reluForward,
   rmsnormBackward,
@@ -26,6 +27,8 @@ import {
   ropeTables,
   sampleLabels,
   sanitizeGrad,
+  softmaxBackward,
+  softmaxForward,
   swigluBackward,
   swigluForward,
 } from "../kernels/nn.ts";
@@ -528,4 +531,44 @@ Deno.test("appendOnes, copyColumns and sanitizeGrad", async () => {
   const h = await up([NaN, 3, -7], [3]);
   sanitizeGrad(h);
   assert.deepEqual([...(await h.read())], [0, 3, -7]);
+});
+
+Deno.test("row kernels give the same results with 1 lane per row and 256 lanes per row", async () => {
+  const rng = new Rng(10);
+  const [T, C] = [5, 300];
+  const x = f32(rng.normals(T * C)), w = f32(rng.normals(C)), dy = f32(rng.normals(T * C));
+  const results: Float32Array[][] = [];
+  for (const lanes of [1, 256]) {
+    nnTuning.rowLanes = lanes;
+    try {
+      const X = await up(x, [T, C]), W = await up(w, [C]), DY = await up(dy, [T, C]);
+      const [o, m, r, dx] = [
+        await Tensor.zeros([T, C]),
+        await Tensor.zeros([T]),
+        await Tensor.zeros([T]),
+        await Tensor.zeros([T, C]),
+      ];
+      const got: Float32Array[] = [];
+      layernormForward(o, m, r, X, W, W, 1e-5);
+      layernormBackward(dx, DY, X, W, m, r);
+      got.push(await o.read(), await dx.read());
+      rmsnormForward(o, r, X, W, 1e-5);
+      rmsnormBackward(dx, DY, X, W, r);
+      got.push(await o.read(), await dx.read());
+      const S = await up(x, [1, T, C]);
+      softmaxForward(S, 0.7, C - T, C, 7);
+      const P = S.clone();
+      const D = await up(dy, [1, T, C]);
+      softmaxBackward(D, P, 0.7);
+      got.push(await S.read(), await D.read());
+      const tg = await Tensor.from(Int32Array.from([3, 299, -1, 0, 7]));
+      const losses = await Tensor.zeros([T]);
+      crossentropyForward(X, losses, tg, 1, 0, true, 0.25);
+      got.push(await losses.read(), await X.read());
+      results.push(got);
+    } finally {
+      nnTuning.rowLanes = 0;
+    }
+  }
+  results[0].forEach((a, i) => assertClose(a, results[1][i], 1e-5, 1e-6, `output ${i}`));
 });
