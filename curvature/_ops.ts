@@ -527,3 +527,67 @@ ${MAIN} { ${IDX} if (i >= p.R * p.C) { return; }
   );
   return out;
 }
+
+/**
+ * The OBS chunk matrix `Cm[i, j] = Ĝ[r_i, r_j]·Â[c_i, c_j]` (ALGORITHM.md §7.3) for entries
+ * `(r_i, c_i)` given as u32 index tensors.
+ * @param gh `[R, R]` Ĝ
+ * @param ah `[C, C]` Â
+ */
+export function chunkMatrix(gh: Tensor, ah: Tensor, ri: Tensor, ci: Tensor): Tensor {
+  const P = ri.size, R = gh.rows, C = ah.rows;
+  const out = new Tensor(gh.rt, [P, P], "f32", "Cm");
+  dispatch1d(
+    gh.rt,
+    "priv_chunkMatrix",
+    `@group(0) @binding(0) var<storage, read> G: array<f32>;
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> RI: array<u32>;
+@group(0) @binding(3) var<storage, read> CI: array<u32>;
+@group(0) @binding(4) var<storage, read_write> O: array<f32>;
+struct P { P: u32, R: u32, C: u32, x: u32 };
+@group(0) @binding(5) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.P * p.P) { return; } let a = i / p.P; let b = i % p.P;
+  O[i] = G[RI[a] * p.R + RI[b]] * A[CI[a] * p.C + CI[b]]; }`,
+    [gh, ah, ri, ci, out],
+    packParams(P, R, C),
+    P * P,
+  );
+  return out;
+}
+
+/** `out[i] = X[idx[i]]` over the flat elements of X (`[len(idx)]`). */
+export function gatherFlat(x: Tensor, idx: Tensor, name = "gatherFlat"): Tensor {
+  const out = new Tensor(x.rt, [idx.size], "f32", name);
+  dispatch1d(
+    x.rt,
+    "priv_gatherFlat",
+    `@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> I: array<u32>;
+@group(0) @binding(2) var<storage, read_write> O: array<f32>;
+struct P { n: u32, a: u32, b: u32, c: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.n) { return; } O[i] = X[I[i]]; }`,
+    [x, idx, out],
+    packParams(idx.size),
+    idx.size,
+  );
+  return out;
+}
+
+/** `dst[idx[i]] += alpha·src[i]` over the flat elements of dst (indices distinct). */
+export function scatterAddFlat(dst: Tensor, idx: Tensor, src: Tensor, alpha = 1): void {
+  dispatch1d(
+    dst.rt,
+    "priv_scatterAddFlat",
+    `@group(0) @binding(0) var<storage, read_write> D: array<f32>;
+@group(0) @binding(1) var<storage, read> I: array<u32>;
+@group(0) @binding(2) var<storage, read> S: array<f32>;
+struct P { n: u32, a: u32, b: u32, c: u32, alpha: f32, x: f32, y: f32, z: f32 };
+@group(0) @binding(3) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.n) { return; } D[I[i]] = D[I[i]] + p.alpha * S[i]; }`,
+    [dst, idx, src],
+    packParams(idx.size, 0, 0, 0, f32(alpha), f32(0), f32(0), f32(0)),
+    idx.size,
+  );
+}

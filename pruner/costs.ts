@@ -77,7 +77,7 @@ export function elementCosts(p: Prepared, opts: CostOptions): Tensor {
       s.dispose();
     }
   } else {
-    const dg = diag(p.Ghat!.t), da = diag(p.Ahat!.t);
+    const dg = diag(p.Ghat!), da = diag(p.Ahat!);
     const expr = p.kind === "activations" ? "0.5 * a * a / v" : "0.5 * a * a / (u * v)";
     cost = rowColMap(expr, W, { u: dg, v: da, name: "cost" });
     dg.dispose(), da.dispose();
@@ -121,7 +121,7 @@ export function rowColCosts(p: Prepared, opts: CostOptions): { rows: Tensor; col
     });
   } else {
     // OBS rank 0: ½ W_r A W_rᵀ / Ĝ_rr and ½ W_cᵀ G W_c / Â_cc (numerators undamped, [ref]).
-    const dg = diag(p.Ghat!.t), da = diag(p.Ahat!.t);
+    const dg = diag(p.Ghat!), da = diag(p.Ahat!);
     const WA = matmul(W, p.curv.A[0]);
     rows = rowDot(WA, W, "rowcost");
     map("0.5 * o / b", [rows, dg], [], { out: rows });

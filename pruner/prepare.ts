@@ -32,9 +32,9 @@ export interface Prepared {
   /** The same masks as f32 0/1 tensors. */
   keepRT: Tensor;
   keepCT: Tensor;
-  /** Damped inverses (OBS only): GPU copy and host float64 copy; dead indices hold identity. */
-  Ghat: { t: Tensor; h: Float64Array } | null;
-  Ahat: { t: Tensor; h: Float64Array } | null;
+  /** Damped inverses Ĝ `[R, R]`, Â `[C, C]` (OBS only); dead indices hold identity rows/columns. */
+  Ghat: Tensor | null;
+  Ahat: Tensor | null;
 }
 
 /** Frees the GPU tensors of prepared modules. */
@@ -43,8 +43,8 @@ export function disposePrepared(ps: Prepared[]): void {
     p.W.dispose();
     p.keepRT.dispose();
     p.keepCT.dispose();
-    p.Ghat?.t.dispose();
-    p.Ahat?.t.dispose();
+    p.Ghat?.dispose();
+    p.Ahat?.dispose();
   }
 }
 
@@ -117,7 +117,7 @@ export async function prepareModules(
       "f32",
       "keepC",
     );
-    rowColMap("a * u * v", Ws[k], { u: kr, v: kc, out: Ws[k] });
+    rowColMap("select(0.0, a, u != 0.0 && v != 0.0)", Ws[k], { u: kr, v: kc, out: Ws[k] });
     kr.dispose(), kc.dispose();
     splitAugmented(Ws[k], lin.weight, lin.bias);
     return nonZeroCounts(lin.weight, lin.bias);
@@ -189,10 +189,7 @@ async function dampedInverseGpu(
   }
 }
 
-/**
- * Fills `Ghat`/`Ahat` of OBS modules: damped inverses of the live sub-factors (GPU), plus host
- * float64 copies for assembling the small SPD systems of the updates.
- */
+/** Fills `Ghat`/`Ahat` of OBS modules: damped inverses of the live sub-factors, on the GPU. */
 async function computeInverses(ps: Prepared[], dampG: number, dampA: number): Promise<void> {
   for (const p of ps) {
     if (p.kind === "identity") {
@@ -201,33 +198,23 @@ async function computeInverses(ps: Prepared[], dampG: number, dampA: number): Pr
       );
     }
   }
-  const gs: Tensor[] = [], as: Tensor[] = [];
   for (const p of ps) {
     const rt = p.W.rt;
-    gs.push(
-      await dampedInverseGpu(
-        p.curv.G[0] ?? null,
-        p.R,
-        p.keepR,
-        dampG,
-        `inv(G0 + λg·I) of ${p.lin.name}`,
-        rt,
-      ),
+    p.Ghat = await dampedInverseGpu(
+      p.curv.G[0] ?? null,
+      p.R,
+      p.keepR,
+      dampG,
+      `inv(G0 + λg·I) of ${p.lin.name}`,
+      rt,
     );
-    as.push(
-      await dampedInverseGpu(
-        p.curv.A[0],
-        p.C,
-        p.keepC,
-        dampA,
-        `inv(A0 + λa·I) of ${p.lin.name}`,
-        rt,
-      ),
+    p.Ahat = await dampedInverseGpu(
+      p.curv.A[0],
+      p.C,
+      p.keepC,
+      dampA,
+      `inv(A0 + λa·I) of ${p.lin.name}`,
+      rt,
     );
   }
-  const raw = await readAll([...gs, ...as]);
-  ps.forEach((p, k) => {
-    p.Ghat = { t: gs[k], h: Float64Array.from(new Float32Array(raw[k])) };
-    p.Ahat = { t: as[k], h: Float64Array.from(new Float32Array(raw[ps.length + k])) };
-  });
 }

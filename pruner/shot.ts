@@ -268,7 +268,7 @@ export async function pruneShot(
           applyRowColMask(p, rmT, cmT);
           rmT.dispose(), cmT.dispose();
         } else {
-          structuredUpdate(p, rowsOut, colsOut, upd);
+          await structuredUpdate(p, rowsOut, colsOut, upd);
         }
       }
     } else {

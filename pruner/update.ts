@@ -1,16 +1,25 @@
 /**
  * Weight updates (ALGORITHM.md §7): OBD masking, the chunked element/N:M OBS update and the
  * correlated structured OBS update (rows, then columns), all in the closed forms with Ĝ and Â
- * (no eigen-decomposition). Dense products run on the GPU; the small SPD systems of each chunk
- * are solved in float64 on the host.
+ * (no eigen-decomposition). Everything runs on the GPU: the SPD systems of each chunk
+ * (`Ĝ[p,p]`, `Â[κ,κ]`, the element chunk matrices `Cm`) with `spdSolve` (float64-like accuracy).
  *
  * @module
  */
 import { matmul } from "../kernels/gemm.ts";
-import { gatherCols, gatherRows } from "../kernels/matrix.ts";
+import { map } from "../kernels/elementwise.ts";
+import { spdSolve } from "../kernels/linalg.ts";
+import { gatherCols, gatherRows, submatrix, transpose } from "../kernels/matrix.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { readAll, rowColMap, scatterAddRows, splitAugmented } from "../curvature/_ops.ts";
-import { choleskyInPlace, cholSolveInPlace, spdInverse } from "./_linalg.ts";
+import {
+  chunkMatrix,
+  gatherFlat,
+  readAll,
+  rowColMap,
+  scatterAddFlat,
+  scatterAddRows,
+  splitAugmented,
+} from "../curvature/_ops.ts";
 import type { Prepared } from "./prepare.ts";
 import { chunkSizes } from "./structure.ts";
 
@@ -28,27 +37,28 @@ export interface UpdateOptions {
 
 /** Writes the prepared (updated) augmented weight back into the module and frees nothing. */
 export function writeBack(p: Prepared): void {
-  rowColMap("a * u * v", p.W, { u: p.keepRT, v: p.keepCT, out: p.W });
+  rowColMap("select(0.0, a, u != 0.0 && v != 0.0)", p.W, { u: p.keepRT, v: p.keepCT, out: p.W });
   splitAugmented(p.W, p.lin.weight, p.lin.bias);
 }
 
 /** OBD: zero the masked entries (`mask` `[R, C]` of 0/1) and write back. */
 export function applyMask(p: Prepared, mask: Tensor): void {
-  rowColMap("a * (1.0 - b)", p.W, { b: mask, out: p.W });
+  rowColMap("select(a, 0.0, b != 0.0)", p.W, { b: mask, out: p.W });
   writeBack(p);
 }
 
 /** OBD for rows/columns: zero rows with `rowMask[r] = 1` and columns with `colMask[c] = 1`. */
 export function applyRowColMask(p: Prepared, rowMask: Tensor, colMask: Tensor): void {
-  rowColMap("a * (1.0 - u) * (1.0 - v)", p.W, { u: rowMask, v: colMask, out: p.W });
+  rowColMap("select(a, 0.0, u != 0.0 || v != 0.0)", p.W, { u: rowMask, v: colMask, out: p.W });
   writeBack(p);
 }
 
 /**
  * Element / N:M OBS update (§7.3): Q = masked live entries in row-major order, split into chunks
- * by {@link chunkSizes}; for each chunk P solve `Cm z = v` with `Cm[i,j] = Ĝ[r_i,r_j]·Â[c_i,c_j]`
- * and accumulate `Y[ρ,:] += Z_ρ·Â`; finally `E = −Ĝ·Y`, `W ← (W + η·E)` with the mask zeroed.
- * Returns the number of chunks solved.
+ * by {@link chunkSizes}; for each chunk P solve `Cm z = v` on the GPU (`spdSolve`, float64-like)
+ * with `Cm[i,j] = Ĝ[r_i,r_j]·Â[c_i,c_j]` and `v = W[P] (+ E[P] with addupdate)`, and accumulate
+ * `Y[ρ,:] += Z_ρ·Â`; finally `E = −Ĝ·Y`, `W ← W + η·E` with the mask zeroed. The host only reads
+ * the mask once to list Q. Returns the number of chunks solved.
  */
 export async function elementUpdate(
   p: Prepared,
@@ -56,9 +66,8 @@ export async function elementUpdate(
   opts: UpdateOptions,
 ): Promise<number> {
   const { R, C } = p;
-  const [wRaw, mRaw] = await readAll([p.W, mask]);
-  const W = new Float32Array(wRaw), M = new Float32Array(mRaw);
-  const Gh = p.Ghat!.h, Ah = p.Ahat!.h;
+  const [mRaw] = await readAll([mask]);
+  const M = new Float32Array(mRaw);
   const q: number[] = [];
   const perRow = new Array(R).fill(0);
   for (let r = 0; r < R; r++) {
@@ -79,43 +88,37 @@ export async function elementUpdate(
     start += size;
     const rows = [...new Set(P.map((x) => Math.floor(x / C)))].sort((a, b) => a - b);
     const rowPos = new Map(rows.map((r, i) => [r, i]));
-    const rowIdx = Tensor.fromSync(rt, Uint32Array.from(rows), [rows.length], "u32", "ρ");
-    const v = new Float64Array(size);
-    P.forEach((x, i) => (v[i] = W[x]));
+    const local = Uint32Array.from(P, (x) => rowPos.get(Math.floor(x / C))! * C + (x % C));
+    const t = {
+      rows: Tensor.fromSync(rt, Uint32Array.from(rows), [rows.length], "u32", "ρ"),
+      flat: Tensor.fromSync(rt, Uint32Array.from(P), [size], "u32", "P"),
+      local: Tensor.fromSync(rt, local, [size], "u32", "P in ρ"),
+      ri: Tensor.fromSync(rt, Uint32Array.from(P, (x) => Math.floor(x / C)), [size], "u32", "r_i"),
+      ci: Tensor.fromSync(rt, Uint32Array.from(P, (x) => x % C), [size], "u32", "c_i"),
+    };
+    const v = gatherFlat(p.W, t.flat, "v = W[P]");
     if (opts.addupdate && ci > 0) {
-      const Gr = gatherRows(p.Ghat!.t, rowIdx);
+      const Gr = gatherRows(p.Ghat!, t.rows);
       const Er = matmul(Gr, Y, { alpha: -1, name: "E[ρ,:]" });
-      const [eRaw] = await readAll([Er]);
-      Gr.dispose(), Er.dispose();
-      const e = new Float32Array(eRaw);
-      P.forEach((x, i) => (v[i] += e[rowPos.get(Math.floor(x / C))! * C + (x % C)]));
+      const e = gatherFlat(Er, t.local);
+      map("o + b", [v, e], [], { out: v });
+      Gr.dispose(), Er.dispose(), e.dispose();
     }
-    const Cm = new Float64Array(size * size);
-    for (let i = 0; i < size; i++) {
-      const ri = Math.floor(P[i] / C), cI = P[i] % C;
-      for (let j = 0; j <= i; j++) {
-        const rj = Math.floor(P[j] / C), cj = P[j] % C;
-        const val = Gh[ri * R + rj] * Ah[cI * C + cj];
-        Cm[i * size + j] = val;
-        Cm[j * size + i] = val;
-      }
-    }
-    choleskyInPlace(Cm, size, `OBS chunk ${ci} (${size} entries) of ${p.lin.name}`);
-    cholSolveInPlace(Cm, size, v, 1);
-    const Z = new Float32Array(rows.length * C);
-    P.forEach((x, i) => (Z[rowPos.get(Math.floor(x / C))! * C + (x % C)] = v[i]));
-    const Zt = Tensor.fromSync(rt, Z, [rows.length, C], "f32", "Z_ρ");
-    const ZA = matmul(Zt, p.Ahat!.t, { name: "Z_ρ·Â" });
-    scatterAddRows(Y, rowIdx, ZA);
-    Zt.dispose(), ZA.dispose(), rowIdx.dispose();
+    const Cm = chunkMatrix(p.Ghat!, p.Ahat!, t.ri, t.ci);
+    const z = await spdSolve(Cm, v, { name: `OBS chunk ${ci} (${size} entries) of ${p.lin.name}` });
+    const Z = Tensor.emptySync(rt, [rows.length, C], "f32", "Z_ρ");
+    scatterAddFlat(Z, t.local, z);
+    const ZA = matmul(Z, p.Ahat!, { name: "Z_ρ·Â" });
+    scatterAddRows(Y, t.rows, ZA);
+    for (const x of [v, Cm, z, Z, ZA, ...Object.values(t)]) x.dispose();
   }
-  const E = matmul(p.Ghat!.t, Y, { alpha: -1, name: "E" });
+  const E = matmul(p.Ghat!, Y, { alpha: -1, name: "E" });
   rowColMap("a + s0 * b", p.W, {
     b: E,
     s: [opts.updateScale],
     out: p.W,
   });
-  rowColMap("a * (1.0 - b)", p.W, { b: mask, out: p.W });
+  rowColMap("select(a, 0.0, b != 0.0)", p.W, { b: mask, out: p.W });
   E.dispose(), Y.dispose();
   writeBack(p);
   return sizes.length;
@@ -131,25 +134,18 @@ function chunksOf(idx: number[], k: number): number[][] {
   return out;
 }
 
-function subInverse(h: Float64Array, n: number, idx: number[], what: string): Float32Array {
-  const k = idx.length;
-  const sub = new Float64Array(k * k);
-  for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) sub[a * k + b] = h[idx[a] * n + idx[b]];
-  return Float32Array.from(spdInverse(sub, k, what));
-}
-
 /**
  * Structured OBS update (§7.2): for each chunk p of removed rows
  * `U = −Ĝ[:,p]·Ĝ[p,p]⁻¹·V` with `V = W[p,:] (+ E[p,:])` and `U[p,:] = −W[p,:]`; then for each chunk κ
  * of removed columns `U = −V·Â[κ,κ]⁻¹·Â[κ,:]` with `U[:,κ] = −W[:,κ]`; `W ← W + η·E`, removed rows
  * and columns zeroed. `rowsOut`/`colsOut` are live indices (ascending).
  */
-export function structuredUpdate(
+export async function structuredUpdate(
   p: Prepared,
   rowsOut: number[],
   colsOut: number[],
   opts: UpdateOptions,
-): void {
+): Promise<void> {
   const { R, C } = p;
   const rt = p.W.rt;
   const E = Tensor.emptySync(rt, [R, C], "f32", "E");
@@ -161,22 +157,16 @@ export function structuredUpdate(
       rowColMap("a + b", V, { b: Ep, out: V });
       Ep.dispose();
     }
-    const S = Tensor.fromSync(
-      rt,
-      subInverse(p.Ghat!.h, R, chunk, `Ĝ[p,p] of ${p.lin.name}`),
-      [chunk.length, chunk.length],
-      "f32",
-      "Ĝ[p,p]⁻¹",
-    );
-    const T1 = matmul(S, V);
-    const Gp = gatherRows(p.Ghat!.t, idx);
+    const Gpp = submatrix(p.Ghat!, idx, idx);
+    const T1 = await spdSolve(Gpp, V, { name: `Ĝ[p,p] of ${p.lin.name}` });
+    const Gp = gatherRows(p.Ghat!, idx);
     const U = matmul(Gp, T1, { transA: true, alpha: -1, name: "U" });
     const rm = new Float32Array(R);
     for (const r of chunk) rm[r] = 1;
     const rmT = Tensor.fromSync(rt, rm, [R], "f32", "rows p");
     rowColMap("select(a, 0.0, a != a) * (1.0 - u) - u * b", U, { b: p.W, u: rmT, out: U });
     rowColMap("a + b", E, { b: U, out: E });
-    for (const t of [idx, V, S, T1, Gp, U, rmT]) t.dispose();
+    for (const t of [idx, V, Gpp, T1, Gp, U, rmT]) t.dispose();
   }
   for (const chunk of chunksOf(colsOut, opts.maxCorrelate)) {
     const k = chunk.length;
@@ -187,29 +177,26 @@ export function structuredUpdate(
       rowColMap("a + b", V, { b: Ek, out: V });
       Ek.dispose();
     }
-    const S = Tensor.fromSync(
-      rt,
-      subInverse(p.Ahat!.h, C, chunk, `Â[κ,κ] of ${p.lin.name}`),
-      [k, k],
-      "f32",
-      "Â[κ,κ]⁻¹",
-    );
-    const T1 = matmul(V, S);
-    const Ak = gatherRows(p.Ahat!.t, idx);
+    // T1 = V·Â[κ,κ]⁻¹ = (Â[κ,κ]⁻¹·Vᵀ)ᵀ (Â symmetric).
+    const Akk = submatrix(p.Ahat!, idx, idx);
+    const Vt = transpose(V);
+    const T1t = await spdSolve(Akk, Vt, { name: `Â[κ,κ] of ${p.lin.name}` });
+    const T1 = transpose(T1t);
+    const Ak = gatherRows(p.Ahat!, idx);
     const U = matmul(T1, Ak, { alpha: -1, name: "U" });
     const cm = new Float32Array(C);
     for (const c of chunk) cm[c] = 1;
     const cmT = Tensor.fromSync(rt, cm, [C], "f32", "cols κ");
     rowColMap("select(a, 0.0, a != a) * (1.0 - v) - v * b", U, { b: p.W, v: cmT, out: U });
     rowColMap("a + b", E, { b: U, out: E });
-    for (const t of [V, S, T1, idx, Ak, U, cmT]) t.dispose();
+    for (const t of [V, Akk, Vt, T1t, T1, idx, Ak, U, cmT]) t.dispose();
   }
   const rm = new Float32Array(R), cm = new Float32Array(C);
   for (const r of rowsOut) rm[r] = 1;
   for (const c of colsOut) cm[c] = 1;
   const rmT = Tensor.fromSync(rt, rm, [R], "f32", "rows out");
   const cmT = Tensor.fromSync(rt, cm, [C], "f32", "cols out");
-  rowColMap("(a + s0 * b) * (1.0 - u) * (1.0 - v)", p.W, {
+  rowColMap("select(a + s0 * b, 0.0, u != 0.0 || v != 0.0)", p.W, {
     b: E,
     u: rmT,
     v: cmT,

@@ -110,8 +110,8 @@ Deno.test("R4: costs and updates of the worked 2×2 example (no damping)", async
     (p: Awaited<ReturnType<typeof prepareModules>>[0]) => Promise<unknown>,
     number[],
   ][] = [
-    ["row 0", (p) => Promise.resolve(structuredUpdate(p, [0], [], upd)), [0, 0, 1, 2]],
-    ["column 1", (p) => Promise.resolve(structuredUpdate(p, [], [1], upd)), [0.6, 0, 1.1, 0]],
+    ["row 0", (p) => structuredUpdate(p, [0], [], upd), [0, 0, 1, 2]],
+    ["column 1", (p) => structuredUpdate(p, [], [1], upd), [0.6, 0, 1.1, 0]],
     ["entry (0,1)", async (p) => {
       const mask = await Tensor.from([0, 1, 0, 0], [2, 2]);
       await elementUpdate(p, mask, upd);
@@ -148,7 +148,7 @@ Deno.test("R1/R2/R5: OBS updates equal the brute-force constrained minimum for e
   for (const s of sets) {
     w.write(Float32Array.from(W));
     const p = await prepareModules(lins, curv, { obd: false, dampG: 0, dampA: 0 });
-    if (s.rows || s.cols) structuredUpdate(p[0], s.rows ?? [], s.cols ?? [], upd);
+    if (s.rows || s.cols) await structuredUpdate(p[0], s.rows ?? [], s.cols ?? [], upd);
     else {
       const m = new Float32Array(R * C);
       for (const q of s.Q) m[q] = 1;
@@ -194,7 +194,7 @@ Deno.test("R1/R2/R5: OBS updates equal the brute-force constrained minimum for e
     for (const which of ["row", "col"]) {
       w.write(Float32Array.from(W));
       const q = await prepareModules(lins, c2, { obd: false, dampG: 0.01, dampA: 0.01 });
-      structuredUpdate(q[0], which === "row" ? [2] : [], which === "col" ? [1] : [], upd);
+      await structuredUpdate(q[0], which === "row" ? [2] : [], which === "col" ? [1] : [], upd);
       runs.push(await w.read());
       disposePrepared(q);
     }
@@ -216,9 +216,9 @@ Deno.test("R6: damped inverse of [[2,1],[1,4]] with λ = 0.1 (GPU), dead indices
     3,
   );
   const p = await prepareModules(model.linears(), curv, { obd: false, dampG: 0.1, dampA: 0.1 });
-  assertClose(p[0].Ghat!.h, want, 3e-6, 0, "Ĝ");
+  assertClose(await p[0].Ghat!.read(), want, 3e-6, 0, "Ĝ");
   assertClose(
-    p[0].Ahat!.h,
+    await p[0].Ahat!.read(),
     [want[0], 0, want[1], 0, 1, 0, want[2], 0, want[3]],
     3e-6,
     0,
@@ -230,4 +230,41 @@ Deno.test("R6: damped inverse of [[2,1],[1,4]] with λ = 0.1 (GPU), dead indices
   // The host float64 helper agrees.
   const inv = dampedInverse(Float64Array.from([2, 1, 1, 4]), 2, 0.1, Uint8Array.from([1, 1]), "M");
   assertClose(inv, want, 3e-6, 0, "host inv");
+});
+
+Deno.test("R14: chunked element updates — addupdate equals sequential OBS steps, without it the sum of independent steps", async () => {
+  const rng = new Rng(77);
+  const R = 4, C = 5;
+  const G = randSpd(R, rng), A = randSpd(C, rng);
+  const W = Array.from(rng.normals(R * C), (x) => x + Math.sign(x) * 0.1);
+  const { model, curv } = await layer(G, A, W, R, C);
+  const lins = model.linears(), w = lins[0].weight;
+  const P1 = [1, 3, 7], P2 = [10, 14, 17]; // rows (0, 0, 1) and (2, 2, 3): two chunks of 3 at k = 3
+  const run = async (start: number[], Q: number[], o: typeof upd) => {
+    w.write(Float32Array.from(start));
+    const p = await prepareModules(lins, curv, { obd: false, dampG: 0.01, dampA: 0.01 });
+    const m = new Float32Array(R * C);
+    for (const q of Q) m[q] = 1;
+    const chunks = await elementUpdate(p[0], await Tensor.from(m, [R, C]), o);
+    disposePrepared(p);
+    return { W: Array.from(await w.read()), chunks };
+  };
+  const both = [...P1, ...P2];
+  const add = await run(W, both, { ...upd, maxCorrelate: 3, addupdate: true });
+  const ind = await run(W, both, { ...upd, maxCorrelate: 3, addupdate: false });
+  assert.equal(add.chunks, 2);
+  // Sequential: OBS for P1 on W, then OBS for P2 on the result; finally zero P1 as the mask does.
+  const s1 = await run(W, P1, upd);
+  const s2 = await run(s1.W, P2, upd);
+  const seq = s2.W.map((x, i) => (P1.includes(i) ? 0 : x));
+  assertClose(add.W, seq, 2e-4, 2e-5, "addupdate vs sequential");
+  // Independent: each chunk against the original W, updates summed.
+  const i2 = await run(W, P2, upd);
+  const sum = W.map((x, i) => (both.includes(i) ? 0 : s1.W[i] + i2.W[i] - x));
+  assertClose(ind.W, sum, 2e-4, 2e-5, "independent chunks vs summed steps");
+  assert.ok(
+    Math.max(...add.W.map((x, i) => Math.abs(x - ind.W[i]))) > 1e-4,
+    "the two modes differ",
+  );
+  model.dispose();
 });
