@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { openSafetensors, writeSafetensors } from "../model/safetensors.ts";
+import { atomicWrite, openSafetensors, writeSafetensors } from "../model/safetensors.ts";
 import type { CausalLM } from "../model/types.ts";
 
 /** Version of the toolkit written into config.json. */
@@ -71,22 +71,11 @@ export interface RunState {
  * ```
  */
 export async function writeTextAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
-  try {
-    const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
-    try {
-      const bytes = new TextEncoder().encode(text);
-      let done = 0;
-      while (done < bytes.length) done += await file.write(bytes.subarray(done));
-      await file.sync();
-    } finally {
-      file.close();
-    }
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
+  const bytes = new TextEncoder().encode(text);
+  await atomicWrite(path, async (file) => {
+    let done = 0;
+    while (done < bytes.length) done += await file.write(bytes.subarray(done));
+  });
 }
 
 /** A short stable hash (FNV-1a, 32 bit, hex) of a string. */

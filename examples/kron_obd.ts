@@ -20,23 +20,9 @@ import { mergeArgs } from "./cli_flags.ts";
 import { main } from "./surgeon.ts";
 
 /** The preset flags of this script. */
-export const PRESET: readonly string[] = [
-  "--structures",
-  "row",
-  "column",
-  "--curvature",
-  "kfac",
-  "--obd",
-  "--use_iad",
-  "--krank",
-  "1",
-  "--kpca_iter",
-  "10",
-  "--sparsity",
-  "0.5",
-  "--shots",
-  "40",
-];
+export const PRESET: readonly string[] = (
+  "--structures row column --curvature kfac --obd --use_iad --krank 1 --kpca_iter 10 --sparsity 0.5 --shots 40"
+).split(" ");
 
 if (import.meta.main) {
   Deno.exit(await main(mergeArgs(PRESET, Deno.args), "deno run -A examples/kron_obd.ts"));

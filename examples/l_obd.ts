@@ -23,19 +23,9 @@ import { mergeArgs } from "./cli_flags.ts";
 import { main } from "./surgeon.ts";
 
 /** The preset flags of this script. */
-export const PRESET: readonly string[] = [
-  "--structures",
-  "row",
-  "column",
-  "--curvature",
-  "activations",
-  "--obd",
-  "--use_iad",
-  "--sparsity",
-  "0.3",
-  "--shots",
-  "24",
-];
+export const PRESET: readonly string[] = (
+  "--structures row column --curvature activations --obd --use_iad --sparsity 0.3 --shots 24"
+).split(" ");
 
 if (import.meta.main) {
   Deno.exit(await main(mergeArgs(PRESET, Deno.args), "deno run -A examples/l_obd.ts"));

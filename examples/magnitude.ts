@@ -20,19 +20,9 @@ import { mergeArgs } from "./cli_flags.ts";
 import { main } from "./surgeon.ts";
 
 /** The preset flags of this script. */
-export const PRESET: readonly string[] = [
-  "--structures",
-  "row",
-  "column",
-  "--curvature",
-  "identity",
-  "--obd",
-  "--use_iad",
-  "--sparsity",
-  "0.5",
-  "--shots",
-  "1",
-];
+export const PRESET: readonly string[] = (
+  "--structures row column --curvature identity --obd --use_iad --sparsity 0.5 --shots 1"
+).split(" ");
 
 if (import.meta.main) {
   Deno.exit(await main(mergeArgs(PRESET, Deno.args), "deno run -A examples/magnitude.ts"));

@@ -18,26 +18,9 @@ import { mergeArgs } from "./cli_flags.ts";
 import { main } from "./surgeon.ts";
 
 /** The demonstration's settings. */
-export const PRESET: readonly string[] = [
-  "--model_str",
-  "facebook/opt-125m",
-  "--structures",
-  "row",
-  "column",
-  "--curvature",
-  "kfac",
-  "--use_iad",
-  "--sparsity",
-  "0.2",
-  "--shots",
-  "2",
-  "--nsamples",
-  "8",
-  "--seqlen",
-  "512",
-  "--eval_samples",
-  "16",
-];
+export const PRESET: readonly string[] = (
+  "--model_str facebook/opt-125m --structures row column --curvature kfac --use_iad --sparsity 0.2 --shots 2 --nsamples 8 --seqlen 512 --eval_samples 16"
+).split(" ");
 
 /** What to do without network. */
 export const OFFLINE_HINT = [

@@ -20,22 +20,9 @@ import { mergeArgs } from "./cli_flags.ts";
 import { main } from "./surgeon.ts";
 
 /** The preset flags of this script. */
-export const PRESET: readonly string[] = [
-  "--structures",
-  "2:4",
-  "--curvature",
-  "kfac",
-  "--use_iad",
-  "--max_correlate",
-  "2000",
-  "--addupdate",
-  "--damp_g",
-  "0.1",
-  "--sparsity",
-  "0.5",
-  "--shots",
-  "5",
-];
+export const PRESET: readonly string[] = (
+  "--structures 2:4 --curvature kfac --use_iad --max_correlate 2000 --addupdate --damp_g 0.1 --sparsity 0.5 --shots 5"
+).split(" ");
 
 if (import.meta.main) {
   Deno.exit(

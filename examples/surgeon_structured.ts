@@ -20,22 +20,9 @@ import { mergeArgs } from "./cli_flags.ts";
 import { main } from "./surgeon.ts";
 
 /** The preset flags of this script. */
-export const PRESET: readonly string[] = [
-  "--structures",
-  "row",
-  "column",
-  "--curvature",
-  "kfac",
-  "--use_iad",
-  "--max_correlate",
-  "0",
-  "--damp_g",
-  "0.01",
-  "--sparsity",
-  "0.5",
-  "--shots",
-  "40",
-];
+export const PRESET: readonly string[] = (
+  "--structures row column --curvature kfac --use_iad --max_correlate 0 --damp_g 0.01 --sparsity 0.5 --shots 40"
+).split(" ");
 
 if (import.meta.main) {
   Deno.exit(await main(mergeArgs(PRESET, Deno.args), "deno run -A examples/surgeon_structured.ts"));
