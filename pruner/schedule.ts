@@ -221,9 +221,12 @@ export const methodPresets: Readonly<Record<MethodName, MethodPreset>> = {
  * L-OBD multi-shot use 40 / 24 shots there, but single-shot variants exist too, so the shot count
  * of the baselines is 1 unless `multiShot`; K-OBD uses λg = 0.1 for element and N:M.
  */
-export function presetFor(name: MethodName, structure: Structure, multiShot = false): MethodPreset {
-  const p: MethodPreset = { ...methodPresets[name] };
-  if (!p.structure) p.structure = structure;
+export function presetFor(
+  name: MethodName,
+  structure: Structure,
+  multiShot = false,
+): MethodPreset & Pick<ScheduleOptions, "structure"> {
+  const p = { structure, ...methodPresets[name] };
   if (name === "kron-obd") {
     if (structure !== "rowcol") p.dampG = 0.1;
     if (multiShot) p.shots = 40;
