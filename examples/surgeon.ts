@@ -260,16 +260,16 @@ export async function runSurgeon(
       }, {
         onProgress: log,
         onShot: async (shot, report) => {
-          const pruneSeconds = secs(shotStart);
+          const shotSeconds = secs(shotStart);
           const ev = await evaluate(shot);
           const extra = shotExtras(report);
-          const line = await metricsLine(
-            shot,
-            "shot",
-            ev,
-            { ...extra.seconds, shot: pruneSeconds },
-            extra.fields,
-          );
+          // phases: the pruner reports the pruning step; the rest of the shot is curvature
+          // estimation (and the LoRA step, when on)
+          const phases = { ...extra.seconds };
+          if (phases.curvature === undefined) {
+            phases.curvature = Math.max(0, shotSeconds - (phases.prune ?? 0));
+          }
+          const line = await metricsLine(shot, "shot", ev, phases, extra.fields);
           await run.commitShot(shot, [line], model);
           log(
             `${shots.line(shot - startShot)} | shot ${shot}: target ${
