@@ -56,6 +56,7 @@ export interface CurvatureOptions {
 /** An error of curvature estimation; the message names the module and the sequence. */
 export class CurvatureError extends Error {
   /**
+   * Creates the error.
    * @param message what went wrong, naming the layer/flag
    */
   constructor(message: string) {

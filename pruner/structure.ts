@@ -10,7 +10,10 @@ export type Structure = "element" | "rowcol" | { n: number; m: number };
 
 /** Raised for invalid pruning options; the message names the flag. */
 export class PruneOptionError extends Error {
-  /** @param message what is wrong, naming the flag */
+  /**
+   * Creates the error.
+   * @param message what is wrong, naming the flag
+   */
   constructor(message: string) {
     super(message);
     this.name = "PruneOptionError";
