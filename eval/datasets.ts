@@ -33,6 +33,7 @@ export type Split = "train" | "validation" | "test";
 /** An error about a dataset: a missing split or file, a malformed file, an unknown name. */
 export class DatasetError extends Error {
   /**
+   * An error about a dataset.
    * @param message what went wrong, naming the dataset, split and file
    */
   constructor(message: string) {

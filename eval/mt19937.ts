@@ -123,6 +123,7 @@ export class PyRandom {
   readonly #mt = new MT19937();
 
   /**
+   * A generator seeded as `random.seed(seed)`.
    * @param seed a non-negative integer seed, as `random.seed(seed)` (negative seeds use |seed|, as
    * CPython does)
    */

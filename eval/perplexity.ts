@@ -38,7 +38,10 @@ export interface PerplexityResult {
 
 /** Raised when a window's NLL is not finite (a broken model must not give a number). */
 export class PerplexityError extends Error {
-  /** @param message what went wrong, naming the dataset and window */
+  /**
+   * A non-finite window NLL.
+   * @param message what went wrong, naming the dataset and window
+   */
   constructor(message: string) {
     super(message);
     this.name = "PerplexityError";

@@ -36,6 +36,7 @@ export class Progress {
   #lastPrint = -Infinity;
 
   /**
+   * Starts the clock.
    * @param label what is being done
    * @param total number of steps
    * @param unit what a step is called

@@ -24,7 +24,10 @@ export const TOOLKIT_VERSION = "0.1.0";
 
 /** A problem with a run folder (exists already, missing for --resume, settings differ, …). */
 export class RunFolderError extends Error {
-  /** @param message what is wrong, naming the folder or file */
+  /**
+   * A run-folder problem.
+   * @param message what is wrong, naming the folder or file
+   */
   constructor(message: string) {
     super(message);
     this.name = "RunFolderError";
