@@ -170,6 +170,7 @@ export async function estimateCurvature(
       };
       loss += await model.calibrate(ids, handler, {
         fisherSamples: opts.fisherSamples ?? 0,
+        properSampledFisher: opts.properSampledFisher ?? false,
         maxOutgrad: opts.maxOutgrad ?? 0,
         seed: seedFor(opts.seed ?? 0, b),
         forwardOnly: !needGrad,

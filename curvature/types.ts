@@ -41,6 +41,11 @@ export interface CurvatureOptions {
   krank?: number;
   /** 0 = empirical Fisher; S > 0 sampled labels per position (`--fisher_samples`). */
   fisherSamples?: number;
+  /**
+   * With S > 1: sample labels with replacement and average outer products (the proper estimator)
+   * instead of [ref]'s gradient of the mean of S losses (quirk Q13). Default false ([ref]).
+   */
+  properSampledFisher?: boolean;
   /** Clamp output gradients to [−m, m] (`--max_outgrad`, 0 = off). */
   maxOutgrad?: number;
   /** Also compute the exact diagonal D (`--diagonal`). */

@@ -112,6 +112,7 @@ export async function runSchedule(
         kpcaIter: opts.kpcaIter,
         krank: opts.krank,
         fisherSamples: opts.fisherSamples,
+        properSampledFisher: opts.properSampledFisher,
         maxOutgrad: opts.maxOutgrad,
         diagonal: opts.diagonal,
         seed,
