@@ -247,6 +247,13 @@ export async function runSurgeon(
     } else {
       completed = await run.restore(model);
       log(`restored the weights after shot ${completed}`);
+      if (cfg.reuse && completed >= 1 && completed < cfg.shots) {
+        log(
+          "warning: --reuse seeds each shot's power iteration with the previous shot's factors, " +
+            "which are not checkpointed: the first resumed shot starts from scratch, so the result " +
+            "can differ slightly from an uninterrupted run",
+        );
+      }
     }
 
     const startShot = Math.max(completed, cfg.skip);

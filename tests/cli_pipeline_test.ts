@@ -3,7 +3,8 @@
  * model with uniform logits, a real run's folder, and resume after SIGKILL of the real pipeline.
  */
 import assert from "node:assert/strict";
-import { fromWeights } from "../model/load.ts";
+import { fromWeights, loadModel } from "../model/load.ts";
+import { sparsityStats } from "../pruner/mod.ts";
 import { perplexity } from "../eval/perplexity.ts";
 import { makeTinyModelDir, randomWeights, tinyOptConfig, weightSource } from "./_tiny_models.ts";
 
@@ -109,9 +110,18 @@ Deno.test("the real pipeline killed mid-shot and mid-evaluation resumes to the u
       "--log_root",
       logRoot,
     ];
-    const full = await runChild(args(`${root}/full`), null);
+    const full = await runChild([...args(`${root}/full`), "--save_model"], null);
     assert.equal(full.code, 0, full.out);
     const expected = metricsOf(`${root}/full`);
+    // --save_model: the pruned model loads back with the sparsity the run reported
+    const [fullName] = [...Deno.readDirSync(`${root}/full`)].map((e) => e.name);
+    const saved = await loadModel(`${root}/full/${fullName}/model`);
+    try {
+      const summary = JSON.parse(Deno.readTextFileSync(`${root}/full/${fullName}/summary.json`));
+      assert.equal((await sparsityStats(saved)).overall, summary.sparsity);
+    } finally {
+      saved.dispose();
+    }
     assert.deepEqual(expected.map((m) => m.shot), [0, 1, 2, 3]);
     assert.ok(
       expected[3].sparsity > 0.2 && expected[3].sparsity <= 0.3,
