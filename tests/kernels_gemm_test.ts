@@ -1,18 +1,246 @@
-import { matmul, Tensor } from "../kernels/mod.ts";
+import assert from "node:assert/strict";
+import { type GemmConfig, matmul } from "../kernels/gemm.ts";
+import { gpu } from "../kernels/device.ts";
+import { Tensor } from "../kernels/tensor.ts";
 import { assertClose, matmulRef, Rng } from "./_util.ts";
+
+/** float64 α·op(A)·op(B) + β·C0 + bias over a batch, for row-major arrays. */
+function gemmRef(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  c0: ArrayLike<number> | null,
+  bias: ArrayLike<number> | null,
+  dims: { M: number; N: number; K: number; batch: number; bShared: boolean; aShared?: boolean },
+  o: { ta: boolean; tb: boolean; alpha: number; beta: number },
+): Float64Array {
+  const { M, N, K, batch } = dims;
+  const out = new Float64Array(batch * M * N);
+  for (let z = 0; z < batch; z++) {
+    const az = dims.aShared ? 0 : z * M * K, bz = dims.bShared ? 0 : z * K * N;
+    const p = matmulRef(
+      Array.from({ length: M * K }, (_, i) => a[az + i]),
+      Array.from({ length: K * N }, (_, i) => b[bz + i]),
+      M,
+      N,
+      K,
+      o.ta,
+      o.tb,
+    );
+    for (let i = 0; i < M * N; i++) {
+      let v = o.alpha * p[i];
+      if (c0) v += o.beta * c0[z * M * N + i];
+      if (bias) v += bias[i % N];
+      out[z * M * N + i] = v;
+    }
+  }
+  return out;
+}
+
+async function check(
+  rng: Rng,
+  M: number,
+  N: number,
+  K: number,
+  o: {
+    ta?: boolean;
+    tb?: boolean;
+    alpha?: number;
+    beta?: number;
+    bias?: boolean;
+    batch?: number;
+    bShared?: boolean;
+    aShared?: boolean;
+    config?: Partial<GemmConfig>;
+  } = {},
+) {
+  const {
+    ta = false,
+    tb = false,
+    alpha = 1,
+    beta = 0,
+    batch = 1,
+    bShared = false,
+    aShared = false,
+  } = o;
+  const a = rng.normals((aShared ? 1 : batch) * M * K);
+  const b = rng.normals((bShared ? 1 : batch) * K * N);
+  const c0 = beta !== 0 ? rng.normals(batch * M * N) : null;
+  const bias = o.bias ? rng.normals(N) : null;
+  const lead = (shared: boolean) => (batch > 1 && !shared ? [batch] : []);
+  const A = await Tensor.from(Float32Array.from(a), [...lead(aShared), ...(ta ? [K, M] : [M, K])]);
+  const B = await Tensor.from(Float32Array.from(b), [...lead(bShared), ...(tb ? [N, K] : [K, N])]);
+  const out = c0
+    ? await Tensor.from(Float32Array.from(c0), batch > 1 ? [batch, M, N] : [M, N])
+    : undefined;
+  const bt = bias ? await Tensor.from(Float32Array.from(bias)) : undefined;
+  const C = matmul(A, B, { transA: ta, transB: tb, alpha, beta, out, bias: bt, config: o.config });
+  assert.deepEqual(C.shape, batch > 1 ? [batch, M, N] : [M, N]);
+  const want = gemmRef(a, b, c0, bias, { M, N, K, batch, bShared, aShared }, {
+    ta,
+    tb,
+    alpha,
+    beta,
+  });
+  const tol = 2e-5 * Math.sqrt(K + 1) + 1e-5;
+  assertClose(
+    await C.read(),
+    want,
+    tol,
+    tol,
+    `C ${batch}×${M}×${N}×${K} ${ta ? "T" : "N"}${tb ? "T" : "N"}`,
+  );
+  for (const t of [A, B, C, bt]) t?.dispose();
+}
+
+/** The software adapter's large-product kernel, forced onto small shapes. */
+const BIG: Partial<GemmConfig> = {
+  rows: 16,
+  cols: 16,
+  wgX: 8,
+  wgY: 8,
+  vec: true,
+  tileK: 0,
+  kChunk: 256,
+};
 
 Deno.test("matmul() matches a float64 reference for every transpose on odd shapes", async () => {
   const rng = new Rng(7);
-  for (const [M, N, K] of [[1, 1, 1], [3, 17, 5], [17, 3, 100], [100, 257, 33]]) {
+  for (const [M, N, K] of [[1, 1, 1], [3, 17, 5], [17, 3, 100], [100, 257, 33], [130, 129, 260]]) {
     for (const ta of [false, true]) {
-      for (const tb of [false, true]) {
-        const a = rng.normals(M * K), b = rng.normals(K * N);
-        const A = await Tensor.from(Float32Array.from(a), ta ? [K, M] : [M, K]);
-        const B = await Tensor.from(Float32Array.from(b), tb ? [N, K] : [K, N]);
-        const C = matmul(A, B, { transA: ta, transB: tb });
-        assertClose(await C.read(), matmulRef(a, b, M, N, K, ta, tb), 1e-4, 1e-4, `C ${M}x${N}x${K} ${ta}${tb}`);
-        A.dispose(); B.dispose(); C.dispose();
-      }
+      for (const tb of [false, true]) await check(rng, M, N, K, { ta, tb });
     }
   }
+  await check(rng, 3, 300, 300, { bias: true }); // few rows: 4×16 blocks
+});
+
+Deno.test("matmul() applies alpha, beta and bias, including vec4-aligned shapes", async () => {
+  const rng = new Rng(8);
+  await check(rng, 64, 48, 36, { alpha: -0.5, beta: 2, bias: true });
+  await check(rng, 7, 12, 8, { alpha: 1.5, beta: 1, bias: true, tb: true });
+  await check(rng, 33, 20, 300, { beta: 1, bias: true, ta: true });
+});
+
+Deno.test("matmul() handles empty and degenerate shapes", async () => {
+  const rng = new Rng(9);
+  // K = 0: C = β·C + bias.
+  await check(rng, 5, 6, 0, { beta: 0.5, bias: true });
+  await check(rng, 4, 4, 0);
+  // M = 0 or N = 0: empty output, nothing dispatched.
+  const A = await Tensor.from(new Float32Array(0), [0, 3]);
+  const B = await Tensor.from(new Float32Array(6), [3, 2]);
+  const C = matmul(A, B);
+  assert.deepEqual(C.shape, [0, 2]);
+  assert.equal((await C.read()).length, 0);
+  // Identity: I·X = X exactly.
+  const n = 19, x = rng.normals(n * 7);
+  const I = await Tensor.from(
+    Float32Array.from({ length: n * n }, (_, i) => (i % (n + 1) === 0 ? 1 : 0)),
+    [n, n],
+  );
+  const X = await Tensor.from(Float32Array.from(x), [n, 7]);
+  assert.deepEqual(await matmul(I, X).read(), Float32Array.from(x));
+  for (const t of [A, B, C, I, X]) t.dispose();
+});
+
+Deno.test("matmul() batches 3-D operands and shares a 2-D B", async () => {
+  const rng = new Rng(10);
+  await check(rng, 5, 9, 6, { batch: 3 });
+  await check(rng, 5, 9, 6, { batch: 2, ta: true, tb: true, beta: 1 });
+  await check(rng, 17, 8, 12, { batch: 4, bShared: true, bias: true });
+  await check(rng, 17, 8, 12, { batch: 3, bShared: true, ta: true });
+  await check(rng, 6, 10, 7, { batch: 3, aShared: true });
+});
+
+Deno.test("matmul() accumulates XᵀX and XXᵀ symmetrically into a non-symmetric C", async () => {
+  const rng = new Rng(11);
+  for (const [T, Cn, pad] of [[100, 37, true], [50, 68, false], [9, 133, true]] as const) {
+    for (const ta of [true, false]) {
+      const x = rng.normals(T * Cn);
+      const X = await Tensor.from(Float32Array.from(x), [T, Cn]);
+      const n = ta ? Cn : T;
+      const c0 = rng.normals(n * n); // deliberately not symmetric
+      const acc = await Tensor.from(Float32Array.from(c0), [n, n]);
+      matmul(X, X, {
+        transA: ta,
+        transB: !ta,
+        beta: 1,
+        alpha: 0.25,
+        out: acc,
+        config: pad ? BIG : {},
+      });
+      const p = matmulRef(x, x, n, n, ta ? T : Cn, ta, !ta);
+      const want = p.map((v, i) => 0.25 * v + c0[i]);
+      assertClose(await acc.read(), want, 1e-4, 1e-4, `acc ${T}×${Cn} ${ta ? "XᵀX" : "XXᵀ"}`);
+      X.dispose();
+      acc.dispose();
+    }
+  }
+});
+
+Deno.test("matmul() gives the same result with every kernel configuration", async () => {
+  const rng = new Rng(12);
+  const configs: Partial<GemmConfig>[] = [
+    { kChunk: 8 }, // K split into accumulated chunks
+    BIG, // padded vec4 path on unaligned operands
+    { rows: 1, cols: 4, wgX: 8, wgY: 8 },
+    { rows: 4, cols: 4, wgX: 16, wgY: 16, tileK: 8 }, // workgroup-memory family (real GPUs)
+    { rows: 2, cols: 4, wgX: 8, wgY: 4, tileK: 4, kChunk: 12 },
+  ];
+  for (const config of configs) {
+    await check(rng, 37, 29, 45, { config, beta: 1, bias: true });
+    await check(rng, 12, 20, 16, { config, ta: true, tb: true, batch: 2 });
+  }
+});
+
+Deno.test("matmul() reports mismatched shapes with both shapes in the message", async () => {
+  const A = await Tensor.zeros([3, 4], "lhs"), B = await Tensor.zeros([5, 6], "rhs");
+  assert.throws(
+    () => matmul(A, B),
+    /matmul\(lhs, rhs\): inner dimensions differ.*\[3,4\].*\[5,6\]/,
+  );
+  assert.throws(() => matmul(A, B, { transB: true, beta: 1 }), /needs an output tensor|inner/);
+  A.dispose();
+  B.dispose();
+});
+
+Deno.test("matmul() splits operands and outputs larger than one storage binding", async () => {
+  const rt = await gpu();
+  const rng = new Rng(13);
+  // B stored [N, K] just above the binding limit (33,554,440 floats), as the LM head uses an
+  // embedding; C = A·Bᵀ is also over the limit and gets split by rows.
+  const K = 8, N = Math.ceil((rt.maxBinding / 4 + 8) / K) + 1, M = 9;
+  const bData = new Float32Array(N * K);
+  for (let i = 0; i < bData.length; i++) bData[i] = ((i * 2654435761) % 1000) / 500 - 1;
+  const aData = Float32Array.from(rng.normals(M * K));
+  const A = await Tensor.from(aData, [M, K]);
+  const B = await Tensor.from(bData, [N, K], "f32", "embedding");
+  assert.ok(B.size * 4 > rt.maxBinding);
+  const C = matmul(A, B, { transB: true, name: "logits" });
+  assert.ok(C.size * 4 > rt.maxBinding);
+  for (const m of [0, 4, M - 1]) {
+    for (const n0 of [0, 4_000_001, N - 5]) {
+      const got = await C.readRange(m * N + n0, 5);
+      const want = Array.from({ length: 5 }, (_, j) => {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += aData[m * K + k] * bData[(n0 + j) * K + k];
+        return s;
+      });
+      assertClose(got, want, 1e-5, 1e-5, `logits[${m}, ${n0}..]`);
+    }
+  }
+  C.dispose();
+  // The same big matrix as a non-transposed A (split by rows).
+  const W = await Tensor.from(Float32Array.from(rng.normals(K * 3)), [K, 3]);
+  const w = await W.read();
+  const Y = matmul(B, W);
+  for (const r of [0, 3_000_000, N - 1]) {
+    const got = await Y.readRange(r * 3, 3);
+    const want = [0, 1, 2].map((j) => {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += bData[r * K + k] * w[k * 3 + j];
+      return s;
+    });
+    assertClose(got, want, 1e-5, 1e-5, `Y[${r}]`);
+  }
+  for (const t of [A, B, W, Y]) t.dispose();
 });
