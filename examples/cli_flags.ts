@@ -272,14 +272,15 @@ export const FLAGS: readonly FlagSpec[] = [
     type: "boolean",
     default: false,
     group: "curvature",
-    help: "krank 2 only: clamp generalised eigenvalues (ALGORITHM.md §4.3).",
+    help:
+      "krank 2 only: if the combined eigenvalues s have a negative minimum, shift all of s by |min s| (ALGORITHM.md §4.3).",
   },
   {
     name: "rank1cost",
     type: "boolean",
     default: false,
     group: "curvature",
-    help: "krank 2 only: costs from the first Kronecker term.",
+    help: "krank 2 only: costs from the first Kronecker term alone; updates still use both terms.",
   },
   // schedule
   {
@@ -353,8 +354,7 @@ export const FLAGS: readonly FlagSpec[] = [
     type: "boolean",
     default: false,
     group: "LoRA",
-    help:
-      "Diagnostic in the reference (LoRA fits logged and discarded); accepted, not implemented.",
+    help: "Diagnostic in the reference (LoRA fits logged and discarded); not implemented, refused.",
   },
   // output
   {
