@@ -188,11 +188,21 @@ fn prodErr(p: f32, a: vec2f, b: vec2f) -> f32 {
   return ((a.x * b.x - p) + a.x * b.y + a.y * b.x) + a.y * b.y;
 }`;
 
+/** Rows and vec4 column groups of R per invocation of the residual kernel. */
+const RES_ROWS = 8;
+const RES_CV = 2;
+
 /**
- * R = B − A·X − σ·X (B = I when ident = 1), every product and sum in double-f32. A is n×n,
- * X and B are n×k. Each invocation computes a 4×4 block of R.
+ * Generates the residual kernel R = B − A·X − σ·X (B = I when ident = 1), every product and sum
+ * in double-f32. A is n×n and must be symmetric (its row j is read as column j, which makes the
+ * loads contiguous); X and B are n×k. Each invocation owns RES_ROWS rows × 4·RES_CV columns of R,
+ * held as vec4 (hi, lo) pairs; the code is fully unrolled.
  */
-const RESIDUAL = `
+function residualSource(): string {
+  const R = RES_ROWS, CV = RES_CV;
+  const L: string[] = [];
+  const rows = [...Array(R).keys()], cvs = [...Array(CV).keys()];
+  L.push(`
 @group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
@@ -201,59 +211,81 @@ const RESIDUAL = `
 struct P { n: u32, k: u32, ident: u32, useSigma: u32, one: f32, q0: f32, q1: f32, q2: f32 };
 @group(0) @binding(5) var<uniform> p: P;
 ${COMPENSATED}
+fn split4(a: vec4f, one: f32) -> array<vec4f, 2> {
+  let c = 4097.0 * a;
+  let hi = c * one - (c - a);
+  return array<vec4f, 2>(hi, a - hi);
+}
+fn loadX(row: u32, c0: u32) -> vec4f {
+  let k = p.k; let base = row * k;
+  return vec4f(X[base + min(c0, k - 1u)], X[base + min(c0 + 1u, k - 1u)],
+               X[base + min(c0 + 2u, k - 1u)], X[base + min(c0 + 3u, k - 1u)]);
+}
+fn initB(row: u32, c0: u32) -> vec4f {
+  if (p.ident == 1u) {
+    return select(vec4f(0.0), vec4f(1.0), vec4u(row) == vec4u(c0, c0 + 1u, c0 + 2u, c0 + 3u));
+  }
+  let k = p.k; let base = row * k;
+  return vec4f(B[base + min(c0, k - 1u)], B[base + min(c0 + 1u, k - 1u)],
+               B[base + min(c0 + 2u, k - 1u)], B[base + min(c0 + 3u, k - 1u)]);
+}
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let n = p.n; let k = p.k; let one = p.one;
-  let r0 = gid.y * 4u; let c0 = gid.x * 4u;
-  if (r0 >= n || c0 >= k) { return; }
-  var hi: array<f32, 16>;
-  var lo: array<f32, 16>;
-  var ri: array<u32, 4>;
-  var ci: array<u32, 4>;
-  for (var r = 0u; r < 4u; r++) { ri[r] = min(r0 + r, n - 1u); }
-  for (var c = 0u; c < 4u; c++) { ci[c] = min(c0 + c, k - 1u); }
-  for (var r = 0u; r < 4u; r++) {
-    for (var c = 0u; c < 4u; c++) {
-      var b: f32;
-      if (p.ident == 1u) { b = select(0.0, 1.0, ri[r] == ci[c]); } else { b = B[ri[r] * k + ci[c]]; }
-      hi[r * 4u + c] = b;
-      lo[r * 4u + c] = 0.0;
+  let r0 = gid.y * ${R}u; let c0 = gid.x * ${4 * CV}u;
+  if (r0 >= n || c0 >= k) { return; }`);
+  for (const r of rows) L.push(`  let ri${r} = min(r0 + ${r}u, n - 1u);`);
+  for (const r of rows) {
+    for (const c of cvs) {
+      L.push(`  var h${r}_${c} = initB(ri${r}, c0 + ${4 * c}u); var l${r}_${c} = vec4f(0.0);`);
     }
   }
-  for (var j = 0u; j < n; j++) {
-    var av: array<f32, 4>;
-    var as_: array<vec2f, 4>;
-    var xv: array<f32, 4>;
-    var xs: array<vec2f, 4>;
-    for (var r = 0u; r < 4u; r++) { av[r] = -A[ri[r] * n + j]; as_[r] = split2(av[r], one); }
-    for (var c = 0u; c < 4u; c++) { xv[c] = X[j * k + ci[c]]; xs[c] = split2(xv[c], one); }
-    for (var r = 0u; r < 4u; r++) {
-      for (var c = 0u; c < 4u; c++) {
-        let q = av[r] * xv[c];
-        let e = prodErr(q, as_[r], xs[c]);
-        let t = twoSum(hi[r * 4u + c], q, one);
-        hi[r * 4u + c] = t.x;
-        lo[r * 4u + c] = lo[r * 4u + c] + (t.y + e);
-      }
+  L.push(`  for (var j = 0u; j < n; j++) {`);
+  for (const r of rows) {
+    L.push(`    let a${r} = -A[j * n + ri${r}]; let as${r} = split2(a${r}, one);`);
+  }
+  for (const c of cvs) {
+    L.push(`    let x${c} = loadX(j, c0 + ${4 * c}u); let xs${c} = split4(x${c}, one);`);
+  }
+  for (const r of rows) {
+    for (const c of cvs) {
+      const h = `h${r}_${c}`, l = `l${r}_${c}`;
+      L.push(`    {
+      let q = a${r} * x${c};
+      let e = ((as${r}.x * xs${c}[0] - q) + as${r}.x * xs${c}[1] + as${r}.y * xs${c}[0]) + as${r}.y * xs${c}[1];
+      let s = ${h} + q;
+      let bp = s * one - ${h};
+      let err = (${h} - (s - bp) * one) + (q - bp);
+      ${h} = s;
+      ${l} = ${l} + (err + e);
+    }`);
     }
   }
-  var sigma = 0.0;
+  L.push(`  }`);
+  L.push(`  var sigma = 0.0;
   if (p.useSigma == 1u) { sigma = -bitcast<f32>(status[2]); }
-  let ss = split2(sigma, one);
-  for (var r = 0u; r < 4u; r++) {
-    for (var c = 0u; c < 4u; c++) {
-      if (r0 + r < n && c0 + c < k) {
-        var h = hi[r * 4u + c];
-        var l = lo[r * 4u + c];
-        let x = X[ri[r] * k + ci[c]];
-        let q = sigma * x;
-        let e = prodErr(q, ss, split2(x, one));
-        let t = twoSum(h, q, one);
-        R[ri[r] * k + ci[c]] = t.x + (l + t.y + e);
-      }
+  let ss = split2(sigma, one);`);
+  for (const r of rows) {
+    for (const c of cvs) {
+      const h = `h${r}_${c}`, l = `l${r}_${c}`;
+      L.push(`  {
+    let x = loadX(ri${r}, c0 + ${4 * c}u); let xs = split4(x, one);
+    let q = sigma * x;
+    let e = ((ss.x * xs[0] - q) + ss.x * xs[1] + ss.y * xs[0]) + ss.y * xs[1];
+    let s = ${h} + q;
+    let bp = s * one - ${h};
+    let err = (${h} - (s - bp) * one) + (q - bp);
+    let v = s + (${l} + (err + e));
+    if (r0 + ${r}u < n) {
+      let base = ri${r} * k + c0 + ${4 * c}u;
+      for (var t = 0u; t < 4u; t++) { if (c0 + ${4 * c}u + t < k) { R[base + t] = v[t]; } }
+    }
+  }`);
     }
   }
-}`;
+  L.push(`}`);
+  return L.join("\n");
+}
 
 /** stats[slot] = Σ C², stats[slot + 1] = Σ X² (one workgroup). */
 const SUMSQ2 = `
@@ -275,6 +307,19 @@ fn main(@builtin(local_invocation_index) t: u32) {
     workgroupBarrier();
   }
   if (t == 0u) { stats[p.slot] = pc[0]; stats[p.slot + 1u] = px[0]; }
+}`;
+
+/** out[i][j] = M[max(i, j)][min(i, j)]: the symmetric matrix defined by M's lower triangle. */
+const MIRROR_LOWER = `
+@group(0) @binding(0) var<storage, read> M: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+struct P { n: u32, p0: u32, p1: u32, p2: u32 };
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(16, 16)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.y; let j = gid.x;
+  if (i >= p.n || j >= p.n) { return; }
+  out[i * p.n + j] = M[max(i, j) * p.n + min(i, j)];
 }`;
 
 /** X ← (X + Xᵀ)/2 in place. */
@@ -454,6 +499,19 @@ function inverseFactor(A: Tensor, status: Tensor, mode: "chol" | "inv"): Tensor 
   return Li!;
 }
 
+/** The symmetric matrix defined by the lower triangle of M (what the factorisation sees). */
+function symmetricFromLower(M: Tensor, name: string): Tensor {
+  const n = M.shape[0];
+  const out = Tensor.emptySync(M.rt, [n, n], "f32", name);
+  M.rt.dispatch(
+    M.rt.kernel("linalg_mirror_lower", MIRROR_LOWER),
+    [M.range(), out.range()],
+    packParams(n, 0, 0, 0),
+    [Math.ceil(n / 16), Math.ceil(n / 16)],
+  );
+  return out;
+}
+
 /** A damped copy of M (σ = λ·mean diag M, stored in status[2]); a plain copy when λ = 0. */
 function dampedCopy(M: Tensor, damp: number, status: Tensor, name: string): Tensor {
   const n = M.shape[0];
@@ -484,10 +542,10 @@ function residual(M: Tensor, X: Tensor, B: Tensor | null, status: Tensor, damped
   const n = M.shape[0], k = X.cols;
   const R = Tensor.emptySync(rt, [n, k], "f32", "spd:residual");
   rt.dispatch(
-    rt.kernel("linalg_residual", RESIDUAL),
+    rt.kernel(`linalg_residual_r${RES_ROWS}c${4 * RES_CV}`, residualSource()),
     [M.range(), X.range(), (B ?? X).range(), status.range(), R.range()],
     packParams(n, k, B ? 0 : 1, damped ? 1 : 0, f32(1), f32(0), f32(0), f32(0)),
-    [Math.ceil(k / 32), Math.ceil(n / 32)],
+    [Math.ceil(k / (32 * RES_CV)), Math.ceil(n / (8 * RES_ROWS))],
   );
   return R;
 }
@@ -665,38 +723,50 @@ export async function spdInverse(M: Tensor, opts: SpdInverseOptions = {}): Promi
   if (n === 0) return Tensor.emptySync(M.rt, [0, 0], "f32", `${name}:inverse`);
   let damp = opts.damp ?? 0;
   const maxRefine = opts.maxRefine ?? 8;
-  for (let attempt = 0;; attempt++) {
-    const status = newStatus(M.rt, name);
-    const Md = dampedCopy(M, damp, status, name);
-    let Li: Tensor | null = null;
-    try {
-      Li = inverseFactor(Md, status, "chol");
-      Md.dispose();
-      await checkStatus(status, name, damp);
-    } catch (e) {
-      Li?.dispose();
-      Md.dispose();
-      status.dispose();
-      if (e instanceof NotPositiveDefiniteError && opts.retryDamping && attempt < 4) {
-        const next = damp > 0 ? damp * 10 : 1e-5;
-        console.warn(`spdInverse(${name}): ${e.message}; retrying with damping λ = ${next}`);
-        damp = next;
-        continue;
+  // The symmetric matrix of M's lower triangle: factorised (damped) and used in the residual.
+  const Ms = symmetricFromLower(M, `${name}:symmetric`);
+  try {
+    for (let attempt = 0;; attempt++) {
+      const status = newStatus(M.rt, name);
+      const Md = dampedCopy(Ms, damp, status, name);
+      let Li: Tensor | null = null;
+      try {
+        Li = inverseFactor(Md, status, "chol");
+        Md.dispose();
+        await checkStatus(status, name, damp);
+      } catch (e) {
+        Li?.dispose();
+        Md.dispose();
+        status.dispose();
+        if (e instanceof NotPositiveDefiniteError && opts.retryDamping && attempt < 4) {
+          const next = damp > 0 ? damp * 10 : 1e-5;
+          console.warn(`spdInverse(${name}): ${e.message}; retrying with damping λ = ${next}`);
+          damp = next;
+          continue;
+        }
+        throw e;
       }
-      throw e;
+      if (attempt > 0) console.warn(`spdInverse(${name}): succeeded with damping λ = ${damp}`);
+      const X = matmul(Li, Li, { transA: true, name: `${name}:inverse` });
+      Li.dispose();
+      try {
+        await newtonRefine(Ms, X, status, damp !== 0, maxRefine, name);
+      } catch (e) {
+        X.dispose();
+        throw e;
+      } finally {
+        status.dispose();
+      }
+      M.rt.dispatch(
+        M.rt.kernel("linalg_symmetrize", SYMMETRIZE),
+        [X.range()],
+        packParams(n, 0, 0, 0),
+        [Math.ceil(n / 16), Math.ceil(n / 16)],
+      );
+      return X;
     }
-    if (attempt > 0) console.warn(`spdInverse(${name}): succeeded with damping λ = ${damp}`);
-    const X = matmul(Li, Li, { transA: true, name: `${name}:inverse` });
-    Li.dispose();
-    await newtonRefine(M, X, status, damp !== 0, maxRefine, name);
-    status.dispose();
-    M.rt.dispatch(
-      M.rt.kernel("linalg_symmetrize", SYMMETRIZE),
-      [X.range()],
-      packParams(n, 0, 0, 0),
-      [Math.ceil(n / 16), Math.ceil(n / 16)],
-    );
-    return X;
+  } finally {
+    Ms.dispose();
   }
 }
 
@@ -805,8 +875,9 @@ async function solveRefined(
   const status = newStatus(rt, name);
   const stats = Tensor.emptySync(rt, [2], "f32", `${name}:stats`);
   let Li: Tensor | null = null;
+  const Ms = symmetricFromLower(M, `${name}:symmetric`);
   try {
-    const Md = dampedCopy(M, damp, status, name);
+    const Md = dampedCopy(Ms, damp, status, name);
     try {
       Li = inverseFactor(Md, status, "chol");
     } finally {
@@ -822,7 +893,7 @@ async function solveRefined(
     const X = apply(B);
     let prev = Infinity;
     for (let step = 0; step < maxSteps; step++) {
-      const R = residual(M, X, B, status, damp !== 0);
+      const R = residual(Ms, X, B, status, damp !== 0);
       const D = apply(R);
       R.dispose();
       sumSquares(D, X, stats, 0);
@@ -845,6 +916,7 @@ async function solveRefined(
     return X;
   } finally {
     Li?.dispose();
+    Ms.dispose();
     status.dispose();
     stats.dispose();
   }
@@ -944,7 +1016,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
       var hi = Bs[bo + idx];
       var lo = 0.0;
       for (var j = 0u; j < n; j++) {
-        let a = -Ms[mo + i * n + j];
+        let a = -Ms[mo + max(i, j) * n + min(i, j)];
         let x = X[bo + j * k + c];
         let q = a * x;
         let e = prodErr(q, split2(a, one), split2(x, one));

@@ -424,3 +424,24 @@ Deno.test("batchedSpdSolve() matches float64 per system and names a failing syst
     },
   );
 });
+
+Deno.test("cholesky(), spdInverse(), spdSolve() and batchedSpdSolve() read only the lower triangle", async () => {
+  const rng = new Rng(8);
+  const n = 40;
+  const m = randomSpd(n, rng);
+  const garbled = Float32Array.from(m);
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) garbled[i * n + j] = 1e3 * rng.normal();
+  }
+  const G = await upload(garbled, [n, n], "garbled");
+  assert.ok(relFrob(await (await cholesky(G)).read(), cholesky64(m, n)) < 2e-6);
+  assert.ok(
+    relFrob(await (await spdInverse(G, { damp: 0.01 })).read(), inverse64(m, n, 0.01)) < 1e-6,
+  );
+  const b = rng.normals(n);
+  const x = await (await spdSolve(G, await upload(b, [n]))).read();
+  assert.ok(relFrob(x, spdSolve64(m, n, b, 1)) < 1e-6);
+  const xb =
+    await (await batchedSpdSolve(await upload(garbled, [1, n, n]), await upload(b, [1, n]))).read();
+  assert.ok(relFrob(xb, spdSolve64(m, n, b, 1)) < 1e-6);
+});

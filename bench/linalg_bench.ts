@@ -1,0 +1,140 @@
+/**
+ * Benchmarks of kernels/linalg.ts: `cholesky_2048` (n³/3 flops), `spd_inverse_2048` and
+ * `spd_inverse_3072` (n³ flops), `batched_spd_solve_64x256` (64 systems of size 256 with one
+ * right-hand side; 64·n³/3 flops). Each reports the median wall time of a few runs after a
+ * warm-up, including the read-backs the functions do themselves (status word, refinement
+ * norms) and one final sync.
+ *
+ * Run alone: `./deno run -A bench/linalg_bench.ts` prints one JSON object per line.
+ *
+ * @module
+ */
+import { gpu } from "../kernels/device.ts";
+import { map } from "../kernels/elementwise.ts";
+import { matmul } from "../kernels/gemm.ts";
+import { batchedSpdSolve, cholesky, spdInverse } from "../kernels/linalg.ts";
+import { Tensor } from "../kernels/tensor.ts";
+
+/** One benchmark result line. */
+export interface BenchResult {
+  /** Benchmark name. */
+  bench: string;
+  /** Problem size. */
+  n: number;
+  /** Median wall time in milliseconds. */
+  ms: number;
+  /** Achieved rate for the nominal flop count. */
+  gflops?: number;
+}
+
+/** Deterministic uniform numbers in [−0.5, 0.5) (the bench needs no statistics). */
+function pseudoRandom(count: number, seed: number): Float32Array {
+  const out = new Float32Array(count);
+  let s = seed >>> 0;
+  for (let i = 0; i < count; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 4294967296 - 0.5;
+  }
+  return out;
+}
+
+/** A well-conditioned SPD matrix XᵀX/n + I built on the GPU. */
+async function spdMatrix(n: number, seed: number): Promise<Tensor> {
+  const X = await Tensor.from(pseudoRandom(n * n, seed), [n, n], "f32", "bench:X");
+  const M = matmul(X, X, { transA: true, alpha: 1 / n, name: "bench:M" });
+  X.dispose();
+  // The diagonal entries are those with flat index ≡ 0 (mod n + 1).
+  return map("a + select(0.0, 1.0, (i % u32(s0)) == 0u)", [M], [n + 1], { out: M });
+}
+
+async function median(times: number, fn: () => Promise<void>): Promise<number> {
+  const ms: number[] = [];
+  for (let i = 0; i < times; i++) {
+    const t0 = performance.now();
+    await fn();
+    ms.push(performance.now() - t0);
+  }
+  ms.sort((a, b) => a - b);
+  return ms[Math.floor(ms.length / 2)];
+}
+
+/**
+ * Runs the linear-algebra benchmarks and hands each result to `emit`.
+ *
+ * @param emit receives one result per benchmark
+ * @param reps timed repetitions per benchmark (default 3)
+ *
+ * @example Usage
+ * ```ts ignore
+ * await run((r) => console.log(JSON.stringify(r)));
+ * ```
+ */
+export async function run(emit: (r: BenchResult) => void, reps = 3): Promise<void> {
+  const rt = await gpu();
+  const report = (bench: string, n: number, ms: number, flops: number) =>
+    emit({ bench, n, ms: Math.round(ms * 10) / 10, gflops: Math.round(flops / ms / 1e4) / 100 });
+
+  // Warm-up: compiles every kernel (GEMM configurations, leaves, residual) at a small size.
+  {
+    const M = await spdMatrix(300, 1);
+    (await spdInverse(M)).dispose();
+    (await cholesky(M)).dispose();
+    M.dispose();
+  }
+
+  for (const n of [2048]) {
+    const M = await spdMatrix(n, 2);
+    await rt.sync();
+    (await cholesky(M)).dispose();
+    const ms = await median(reps, async () => {
+      const L = await cholesky(M);
+      await rt.sync();
+      L.dispose();
+    });
+    report(`cholesky_${n}`, n, ms, n ** 3 / 3);
+    M.dispose();
+  }
+
+  for (const n of [2048, 3072]) {
+    const M = await spdMatrix(n, 3);
+    await rt.sync();
+    if (n === 2048) (await spdInverse(M)).dispose();
+    const ms = await median(n === 3072 ? Math.min(reps, 2) : reps, async () => {
+      const X = await spdInverse(M);
+      await rt.sync();
+      X.dispose();
+    });
+    report(`spd_inverse_${n}`, n, ms, n ** 3);
+    M.dispose();
+  }
+
+  {
+    const b = 64, n = 256;
+    const ms = new Float32Array(b * n * n);
+    for (let s = 0; s < b; s++) {
+      // Diagonally dominant SPD systems (symmetric, positive diagonal).
+      const r = pseudoRandom(n * n, 10 + s);
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j <= i; j++) {
+          const v = 0.5 * (r[i * n + j] + r[j * n + i]) / Math.sqrt(n);
+          ms[s * n * n + i * n + j] = ms[s * n * n + j * n + i] = i === j ? 2 + Math.abs(v) : v;
+        }
+      }
+    }
+    const Ms = await Tensor.from(ms, [b, n, n]);
+    const Bs = await Tensor.from(pseudoRandom(b * n, 99), [b, n, 1]);
+    (await batchedSpdSolve(Ms, Bs)).dispose();
+    const t = await median(reps, async () => {
+      const X = await batchedSpdSolve(Ms, Bs);
+      await rt.sync();
+      X.dispose();
+    });
+    report(`batched_spd_solve_${b}x${n}`, n, t, (b * n ** 3) / 3);
+    Ms.dispose();
+    Bs.dispose();
+  }
+}
+
+if (import.meta.main) {
+  await run((r) => console.log(JSON.stringify(r)));
+}
