@@ -591,3 +591,34 @@ ${MAIN} { ${IDX} if (i >= p.n) { return; } D[I[i]] = D[I[i]] + p.alpha * S[i]; }
     idx.size,
   );
 }
+
+/**
+ * Rows of `(K₁⊗K₂)·diag(w)` for entries `(r_i, c_i)`: `out[i, a·C + b] = K₁[r_i, a]·K₂[c_i, b]·w[a, b]`
+ * (`[n, R·C]`).
+ * @param k1 `[R, R]`
+ * @param k2 `[C, C]`
+ * @param w `[R, C]`
+ */
+export function kronRows(k1: Tensor, k2: Tensor, ri: Tensor, ci: Tensor, w: Tensor): Tensor {
+  const n = ri.size, R = k1.rows, C = k2.rows;
+  const out = new Tensor(k1.rt, [n, R * C], "f32", "kronRows");
+  dispatch1d(
+    k1.rt,
+    "priv_kronRows",
+    `@group(0) @binding(0) var<storage, read> K1: array<f32>;
+@group(0) @binding(1) var<storage, read> K2: array<f32>;
+@group(0) @binding(2) var<storage, read> RI: array<u32>;
+@group(0) @binding(3) var<storage, read> CI: array<u32>;
+@group(0) @binding(4) var<storage, read> Wt: array<f32>;
+@group(0) @binding(5) var<storage, read_write> O: array<f32>;
+struct P { n: u32, R: u32, C: u32, x: u32 };
+@group(0) @binding(6) var<uniform> p: P;
+${MAIN} { ${IDX} let RC = p.R * p.C; if (i >= p.n * RC) { return; }
+  let e = i / RC; let q = i % RC; let a = q / p.C; let b = q % p.C;
+  O[i] = K1[RI[e] * p.R + a] * K2[CI[e] * p.C + b] * Wt[q]; }`,
+    [k1, k2, ri, ci, w, out],
+    packParams(n, R, C),
+    n * R * C,
+  );
+  return out;
+}

@@ -10,6 +10,7 @@ import { matmul } from "../kernels/gemm.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { colDot, rowColMap, rowDot } from "../curvature/_ops.ts";
 import { diag } from "../kernels/matrix.ts";
+import { elementCostsK2, rowColCostsK2 } from "./krank2.ts";
 import type { Prepared } from "./prepare.ts";
 
 /** Options that change the cost formulas. */
@@ -36,22 +37,17 @@ function sumDiag(ms: Tensor[], n: number): Tensor | null {
   return acc;
 }
 
-function checkRank(p: Prepared, opts: CostOptions): void {
-  if (!opts.obd && p.curv.G.length > 1 && !opts.rank1cost) {
-    throw new Error(
-      `pruner: OBS costs with krank ${p.curv.G.length} are not implemented (module ${p.lin.name}); ` +
-        `pass --rank1cost (costs from rank 0) or --obd`,
-    );
-  }
+/** krank ≥ 2 OBS costs come from the two-term basis unless `--rank1cost`. */
+function useBasis(p: Prepared, opts: CostOptions): boolean {
+  return !opts.obd && p.basis !== null && !opts.rank1cost;
 }
 
 /**
  * Element costs `[R, C]` of one prepared module (§5.1).
  */
 export function elementCosts(p: Prepared, opts: CostOptions): Tensor {
-  checkRank(p, opts);
+  if (useBasis(p, opts)) return liveOnly(p, elementCostsK2(p, p.basis!));
   const W = p.W;
-  const live = "u * v";
   let cost: Tensor;
   if (p.kind === "identity") {
     cost = rowColMap("0.5 * a * a", W, { name: "cost" });
@@ -82,15 +78,30 @@ export function elementCosts(p: Prepared, opts: CostOptions): Tensor {
     cost = rowColMap(expr, W, { u: dg, v: da, name: "cost" });
     dg.dispose(), da.dispose();
   }
-  rowColMap(`${NAN0("a")} * ${live}`, cost, { u: p.keepRT, v: p.keepCT, out: cost });
+  return liveOnly(p, cost);
+}
+
+/** Dead entries get cost 0; NaN costs become 0. */
+function liveOnly(p: Prepared, cost: Tensor): Tensor {
+  rowColMap(`${NAN0("a")} * u * v`, cost, { u: p.keepRT, v: p.keepCT, out: cost });
   return cost;
+}
+
+/** Dead rows/columns get cost 0; NaN costs become 0. */
+function liveRowsCols(
+  p: Prepared,
+  rc: { rows: Tensor; cols: Tensor },
+): { rows: Tensor; cols: Tensor } {
+  map(`${NAN0("o")} * b`, [rc.rows, p.keepRT], [], { out: rc.rows });
+  map(`${NAN0("o")} * b`, [rc.cols, p.keepCT], [], { out: rc.cols });
+  return rc;
 }
 
 /**
  * Row costs `[R]` and column costs `[C]` of one prepared module (§5.2).
  */
 export function rowColCosts(p: Prepared, opts: CostOptions): { rows: Tensor; cols: Tensor } {
-  checkRank(p, opts);
+  if (useBasis(p, opts)) return liveRowsCols(p, rowColCostsK2(p, p.basis!));
   const W = p.W;
   let rows: Tensor, cols: Tensor;
   if (p.kind === "identity") {
@@ -135,7 +146,5 @@ export function rowColCosts(p: Prepared, opts: CostOptions): { rows: Tensor; col
     map("0.5 * o / b", [cols, da], [], { out: cols });
     WA.dispose(), dg.dispose(), da.dispose();
   }
-  map(`${NAN0("o")} * b`, [rows, p.keepRT], [], { out: rows });
-  map(`${NAN0("o")} * b`, [cols, p.keepCT], [], { out: cols });
-  return { rows, cols };
+  return liveRowsCols(p, { rows, cols });
 }

@@ -10,6 +10,7 @@ import type { PrunableLinear } from "../model/types.ts";
 import { augment, nonZeroCounts, readAll, rowColMap, splitAugmented } from "../curvature/_ops.ts";
 import { type CurvatureKind, type LayerCurvature, layerKind } from "../curvature/types.ts";
 import { spdInverse } from "../kernels/linalg.ts";
+import { disposeBasis, type TwoTermBasis, twoTermBasis } from "./krank2.ts";
 import { diag, eye, scatterSubmatrix, submatrix } from "../kernels/matrix.ts";
 
 /** A module prepared for costs and updates: everything in the full augmented space. */
@@ -35,6 +36,8 @@ export interface Prepared {
   /** Damped inverses Ĝ `[R, R]`, Â `[C, C]` (OBS only); dead indices hold identity rows/columns. */
   Ghat: Tensor | null;
   Ahat: Tensor | null;
+  /** krank ≥ 2 with OBS: the two-term generalised eigenbasis (ranks 0 and 1), else null. */
+  basis: TwoTermBasis | null;
 }
 
 /** Frees the GPU tensors of prepared modules. */
@@ -45,6 +48,7 @@ export function disposePrepared(ps: Prepared[]): void {
     p.keepCT.dispose();
     p.Ghat?.dispose();
     p.Ahat?.dispose();
+    disposeBasis(p.basis);
   }
 }
 
@@ -74,7 +78,7 @@ function deadMasks(
 export async function prepareModules(
   lins: PrunableLinear[],
   curv: Map<string, LayerCurvature>,
-  opts: { obd: boolean; dampG: number; dampA: number },
+  opts: { obd: boolean; dampG: number; dampA: number; eigenfix?: boolean },
 ): Promise<Prepared[]> {
   const layers = lins.map((lin) => {
     const c = curv.get(lin.name);
@@ -150,9 +154,15 @@ export async function prepareModules(
       keepCT: Tensor.fromSync(rt, Float32Array.from(keepC), [C], "f32", "keepC"),
       Ghat: null,
       Ahat: null,
+      basis: null,
     });
   }
-  if (!opts.obd) await computeInverses(out, opts.dampG, opts.dampA);
+  if (!opts.obd) {
+    await computeInverses(out, opts.dampG, opts.dampA);
+    for (const p of out) {
+      if (p.curv.G.length >= 2 && p.curv.A.length >= 2) p.basis = await twoTermBasis(p, opts);
+    }
+  }
   return out;
 }
 

@@ -54,7 +54,7 @@ export interface PruneOptions {
   useDiagonal?: boolean;
   /** krank ≥ 2: costs from rank 0 only (`--rank1cost`). */
   rank1cost?: boolean;
-  /** krank = 2 eigenvalue fix (`--eigenfix`); accepted, no effect with krank 1. */
+  /** krank ≥ 2: shift a non-positive s of the two-term basis to positive (`--eigenfix`). */
   eigenfix?: boolean;
 }
 
@@ -197,6 +197,7 @@ export async function pruneShot(
     obd,
     dampG: opts.dampG ?? 0.01,
     dampA: opts.dampA ?? 0.01,
+    eigenfix: opts.eigenfix ?? false,
   });
   let threshold = -Infinity, removedUnits = 0;
   let unit: ShotReport["unit"] = "entries";

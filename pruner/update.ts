@@ -20,6 +20,7 @@ import {
   scatterAddRows,
   splitAugmented,
 } from "../curvature/_ops.ts";
+import { applyFinv, obsStepK2, rhsK2, type TwoTermBasis } from "./krank2.ts";
 import type { Prepared } from "./prepare.ts";
 import { chunkSizes } from "./structure.ts";
 
@@ -66,19 +67,8 @@ export async function elementUpdate(
   opts: UpdateOptions,
 ): Promise<number> {
   const { R, C } = p;
-  const [mRaw] = await readAll([mask]);
-  const M = new Float32Array(mRaw);
-  const q: number[] = [];
-  const perRow = new Array(R).fill(0);
-  for (let r = 0; r < R; r++) {
-    if (!p.keepR[r]) continue;
-    for (let c = 0; c < C; c++) {
-      if (M[r * C + c] !== 0 && p.keepC[c]) {
-        q.push(r * C + c);
-        perRow[r]++;
-      }
-    }
-  }
+  const { q, perRow } = await maskedEntries(p, mask);
+  if (p.basis) return await elementUpdateK2(p, p.basis, mask, q, perRow, opts);
   const sizes = chunkSizes(perRow, opts.maxCorrelate, opts.strictmax);
   const rt = p.W.rt;
   const Y = Tensor.emptySync(rt, [R, C], "f32", "Y = Z·Â");
@@ -124,6 +114,61 @@ export async function elementUpdate(
   return sizes.length;
 }
 
+/** The masked live entries Q (flat, row-major) of a module and their count per row. */
+async function maskedEntries(
+  p: Prepared,
+  mask: Tensor,
+): Promise<{ q: number[]; perRow: number[] }> {
+  const { R, C } = p;
+  const [mRaw] = await readAll([mask]);
+  const M = new Float32Array(mRaw);
+  const q: number[] = [];
+  const perRow = new Array(R).fill(0);
+  for (let r = 0; r < R; r++) {
+    if (!p.keepR[r]) continue;
+    for (let c = 0; c < C; c++) {
+      if (M[r * C + c] !== 0 && p.keepC[c]) {
+        q.push(r * C + c);
+        perRow[r]++;
+      }
+    }
+  }
+  return { q, perRow };
+}
+
+/**
+ * krank-2 element/N:M update: the same chunks as krank 1, each an exact OBS step under
+ * `F = G₀⊗A₀ + G₁⊗A₁` (`Z` accumulated; with addupdate the right-hand side includes `−F⁻¹Z` so far).
+ */
+async function elementUpdateK2(
+  p: Prepared,
+  b: TwoTermBasis,
+  mask: Tensor,
+  q: number[],
+  perRow: number[],
+  opts: UpdateOptions,
+): Promise<number> {
+  const sizes = chunkSizes(perRow, opts.maxCorrelate, opts.strictmax);
+  const Zt = Tensor.emptySync(p.W.rt, [p.R, p.C], "f32", "ΣZ");
+  let start = 0;
+  for (const [ci, size] of sizes.entries()) {
+    const P = q.slice(start, start + size);
+    start += size;
+    const E = opts.addupdate && ci > 0 ? applyFinv(b, Zt) : null;
+    if (E) map("-o", [E], [], { out: E });
+    const v = rhsK2(p.W, E, P);
+    const Z = await obsStepK2(p, b, P, v);
+    map("o + b", [Zt, Z], [], { out: Zt });
+    E?.dispose(), v.dispose(), Z.dispose();
+  }
+  const E = applyFinv(b, Zt);
+  rowColMap("a - s0 * b", p.W, { b: E, s: [opts.updateScale], out: p.W });
+  rowColMap("select(a, 0.0, b != 0.0)", p.W, { b: mask, out: p.W });
+  E.dispose(), Zt.dispose();
+  writeBack(p);
+  return sizes.length;
+}
+
 function chunksOf(idx: number[], k: number): number[][] {
   if (k < 0) {
     throw new Error(`--max_correlate ${k}: negative values are only valid for element/N:M pruning`);
@@ -147,6 +192,7 @@ export async function structuredUpdate(
   opts: UpdateOptions,
 ): Promise<void> {
   const { R, C } = p;
+  if (p.basis) return await structuredUpdateK2(p, p.basis, rowsOut, colsOut, opts);
   const rt = p.W.rt;
   const E = Tensor.emptySync(rt, [R, C], "f32", "E");
   for (const chunk of chunksOf(rowsOut, opts.maxCorrelate)) {
@@ -190,6 +236,69 @@ export async function structuredUpdate(
     rowColMap("select(a, 0.0, a != a) * (1.0 - v) - v * b", U, { b: p.W, v: cmT, out: U });
     rowColMap("a + b", E, { b: U, out: E });
     for (const t of [V, Akk, Vt, T1t, T1, idx, Ak, U, cmT]) t.dispose();
+  }
+  const rm = new Float32Array(R), cm = new Float32Array(C);
+  for (const r of rowsOut) rm[r] = 1;
+  for (const c of colsOut) cm[c] = 1;
+  const rmT = Tensor.fromSync(rt, rm, [R], "f32", "rows out");
+  const cmT = Tensor.fromSync(rt, cm, [C], "f32", "cols out");
+  rowColMap("select(a + s0 * b, 0.0, u != 0.0 || v != 0.0)", p.W, {
+    b: E,
+    u: rmT,
+    v: cmT,
+    s: [opts.updateScale],
+    out: p.W,
+  });
+  E.dispose(), rmT.dispose(), cmT.dispose();
+  writeBack(p);
+}
+
+/**
+ * krank-2 structured update: for each chunk of rows (then columns) an exact OBS step with Q = the
+ * chunk's live entries, `U = −F⁻¹Z`, `U[p,:] = −W[p,:]` (resp. `U[:,κ] = −W[:,κ]`), summed into E.
+ */
+async function structuredUpdateK2(
+  p: Prepared,
+  b: TwoTermBasis,
+  rowsOut: number[],
+  colsOut: number[],
+  opts: UpdateOptions,
+): Promise<void> {
+  const { R, C } = p;
+  const rt = p.W.rt;
+  const E = Tensor.emptySync(rt, [R, C], "f32", "E");
+  const liveCols = [...Array(C).keys()].filter((c) => p.keepC[c]);
+  const liveRows = [...Array(R).keys()].filter((r) => p.keepR[r]);
+  const steps: { Q: number[]; rm: Float32Array; cm: Float32Array }[] = [];
+  for (const chunk of chunksOf(rowsOut, opts.maxCorrelate)) {
+    const rm = new Float32Array(R);
+    for (const r of chunk) rm[r] = 1;
+    steps.push({
+      Q: chunk.flatMap((r) => liveCols.map((c) => r * C + c)),
+      rm,
+      cm: new Float32Array(C),
+    });
+  }
+  for (const chunk of chunksOf(colsOut, opts.maxCorrelate)) {
+    const cm = new Float32Array(C);
+    for (const c of chunk) cm[c] = 1;
+    const Q = liveRows.flatMap((r) => chunk.map((c) => r * C + c)).sort((x, y) => x - y);
+    steps.push({ Q, rm: new Float32Array(R), cm });
+  }
+  for (const st of steps) {
+    const v = rhsK2(p.W, opts.addupdate ? E : null, st.Q);
+    const Z = await obsStepK2(p, b, st.Q, v);
+    const U = applyFinv(b, Z);
+    const rmT = Tensor.fromSync(rt, st.rm, [R], "f32", "rows p");
+    const cmT = Tensor.fromSync(rt, st.cm, [C], "f32", "cols κ");
+    rowColMap("select(-select(a, 0.0, a != a), -b, u != 0.0 || v != 0.0)", U, {
+      b: p.W,
+      u: rmT,
+      v: cmT,
+      out: U,
+    });
+    rowColMap("a + b", E, { b: U, out: E });
+    for (const t of [v, Z, U, rmT, cmT]) t.dispose();
   }
   const rm = new Float32Array(R), cm = new Float32Array(C);
   for (const r of rowsOut) rm[r] = 1;
