@@ -1,0 +1,158 @@
+/**
+ * Kronecker-factored algebra for curvature `F ≈ G ⊗ A` of a weight `W` (`[R, C]`, row-major,
+ * `vec W` stacking rows): with `G` `[R, R]` (output side) and `A` `[C, C]` (input side),
+ * `(G ⊗ A)·vec W = vec(G·W·Aᵀ)`. The products reduce to GEMMs; the row and column quadratic
+ * forms of the structured costs (ALGORITHM.md §5.2) to a GEMM, an element-wise product and a
+ * row/column sum.
+ *
+ * @module
+ */
+import { GpuError, grid, packParams } from "./device.ts";
+import { Tensor } from "./tensor.ts";
+import { matmul } from "./gemm.ts";
+import { map } from "./elementwise.ts";
+import { reduce } from "./reduce.ts";
+import { diag } from "./matrix.ts";
+
+function square(t: Tensor, what: string, name: string): number {
+  if (t.shape.length !== 2 || t.shape[0] !== t.shape[1]) {
+    throw new GpuError(what, `${name} ${t} must be a square matrix`);
+  }
+  return t.shape[0];
+}
+
+function matrix(t: Tensor, what: string, name: string): [number, number] {
+  if (t.shape.length !== 2) throw new GpuError(what, `${name} ${t} must be a matrix`);
+  return [t.shape[0], t.shape[1]];
+}
+
+/**
+ * The explicit Kronecker product `G ⊗ A`: `[a·c, b·d]` for `G` `[a, b]` and `A` `[c, d]`,
+ * `out[i·c + k, j·d + l] = G[i, j]·A[k, l]`. Meant for small factors (tests, toy models).
+ *
+ * @param G `[a, b]`
+ * @param A `[c, d]`
+ * @example Usage
+ * ```ts ignore
+ * const F = kron(G, A); // [R·C, R·C]
+ * ```
+ */
+export function kron(G: Tensor, A: Tensor): Tensor {
+  const [a, b] = matrix(G, "kron", "G");
+  const [c, d] = matrix(A, "kron", "A");
+  const rt = G.rt;
+  const out = new Tensor(rt, [a * c, b * d], "f32", `kron(${G.name}, ${A.name})`);
+  const n = out.size;
+  if (n === 0) return out;
+  const k = rt.kernel(
+    "kron",
+    `@group(0) @binding(0) var<storage, read> g: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> o: array<f32>;
+struct P { n: u32, b: u32, c: u32, d: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let e = gid.x + gid.y * nw.x * 256u;
+  if (e >= p.n) { return; }
+  let cols = p.b * p.d;
+  let row = e / cols;
+  let col = e % cols;
+  o[e] = g[(row / p.c) * p.b + col / p.d] * x[(row % p.c) * p.d + col % p.d];
+}`,
+  );
+  rt.dispatch(
+    k,
+    [G.range(), A.range(), out.range()],
+    packParams(n, b, c, d),
+    grid(Math.ceil(n / 256)),
+  );
+  return out;
+}
+
+/**
+ * `G·X·Aᵀ`, i.e. `(G ⊗ A)·vec X` for row-major `vec`. With inverse factors (`G⁻¹`, `A⁻¹`) it is
+ * the inverse-factored form `(G ⊗ A)⁻¹·vec X`; symmetric factors need no transpose.
+ *
+ * @param G `[R, R]`
+ * @param A `[C, C]`
+ * @param X `[R, C]`
+ * @example Usage
+ * ```ts ignore
+ * const Y = kronMatVec(Ginv, Ainv, W); // (G ⊗ A)⁻¹ vec W
+ * ```
+ */
+export function kronMatVec(G: Tensor, A: Tensor, X: Tensor): Tensor {
+  const R = square(G, "kronMatVec", "G"), C = square(A, "kronMatVec", "A");
+  const [xr, xc] = matrix(X, "kronMatVec", "X");
+  if (xr !== R || xc !== C) {
+    throw new GpuError("kronMatVec", `X ${X} must be [${R}, ${C}] to match G ${G} and A ${A}`);
+  }
+  const GX = matmul(G, X, { name: "G·X" });
+  const out = matmul(GX, A, { transB: true, name: `kronMatVec(${X.name})` });
+  GX.dispose();
+  return out;
+}
+
+/**
+ * `diag(G)·diag(A)ᵀ` as `[R, C]`: the diagonal of `G ⊗ A` laid out like `W`.
+ *
+ * @param G `[R, R]`
+ * @param A `[C, C]`
+ * @example Usage
+ * ```ts ignore
+ * const d = kronDiag(Ginv, Ainv); // [F⁻¹]_(rc),(rc)
+ * ```
+ */
+export function kronDiag(G: Tensor, A: Tensor): Tensor {
+  const R = square(G, "kronDiag", "G"), C = square(A, "kronDiag", "A");
+  const dg = diag(G), da = diag(A);
+  const g2 = dg.reshape([R, 1]), a2 = da.reshape([1, C]);
+  const out = matmul(g2, a2, { name: `kronDiag(${G.name}, ${A.name})` });
+  for (const t of [dg, da, g2, a2]) t.dispose();
+  return out;
+}
+
+/**
+ * Per-row quadratic forms `q[i] = Σ_j (W·A)_ij·W_ij = W_i,: A W_i,:ᵀ` (`[R]`).
+ *
+ * @param W `[R, C]`
+ * @param A `[C, C]`
+ * @example Usage
+ * ```ts ignore
+ * const rowCost = rowQuadForm(W, A); // then × ½ / Ĝ_rr
+ * ```
+ */
+export function rowQuadForm(W: Tensor, A: Tensor): Tensor {
+  const [, C] = matrix(W, "rowQuadForm", "W");
+  if (square(A, "rowQuadForm", "A") !== C) {
+    throw new GpuError("rowQuadForm", `A ${A} must be [${C}, ${C}] to match W ${W}`);
+  }
+  const WA = matmul(W, A, { name: "W·A" });
+  map("o * a", [W], [], { out: WA }); // WA ⊙ W in place (`o` is the output value, `a` is W)
+  const q = reduce(WA, "sum", "rows");
+  WA.dispose();
+  return q;
+}
+
+/**
+ * Per-column quadratic forms `q[j] = Σ_i (G·W)_ij·W_ij = W_:,jᵀ G W_:,j` (`[C]`).
+ *
+ * @param G `[R, R]`
+ * @param W `[R, C]`
+ * @example Usage
+ * ```ts ignore
+ * const colCost = colQuadForm(G, W); // then × ½ / Â_cc
+ * ```
+ */
+export function colQuadForm(G: Tensor, W: Tensor): Tensor {
+  const [R] = matrix(W, "colQuadForm", "W");
+  if (square(G, "colQuadForm", "G") !== R) {
+    throw new GpuError("colQuadForm", `G ${G} must be [${R}, ${R}] to match W ${W}`);
+  }
+  const GW = matmul(G, W, { name: "G·W" });
+  map("o * a", [W], [], { out: GW });
+  const q = reduce(GW, "sum", "cols");
+  GW.dispose();
+  return q;
+}
