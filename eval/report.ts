@@ -47,6 +47,11 @@ function logTicks(lo: number, hi: number): number[] {
   return Array.from({ length: 5 }, (_, i) => lo * (hi / lo) ** ((i + 0.5) / 5));
 }
 
+/** A fraction as a percentage with at most one decimal ("7.5", "30"). */
+function pct(f: number): string {
+  return String(Math.round(1000 * f) / 10);
+}
+
 function fmt(v: number): string {
   if (v >= 1000) return v.toFixed(0);
   if (v >= 10) return v.toFixed(1).replace(/\.0$/, "");
@@ -130,9 +135,7 @@ export function perplexityPlotSvg(
       out.push(
         `<text x="${x(s).toFixed(1)}" y="${
           T - 8
-        }" text-anchor="middle" font-size="11" fill="#6b7280">${
-          (100 * m.target_sparsity).toFixed(0)
-        }%</text>`,
+        }" text-anchor="middle" font-size="11" fill="#6b7280">${pct(m.target_sparsity)}%</text>`,
       );
     }
   }
