@@ -260,12 +260,16 @@ export async function runSurgeon(
     if (startShot < cfg.shots) {
       const shots = new Progress("shots", cfg.shots - startShot, "shots");
       let shotStart = performance.now();
+      let shotsDone = 0;
+      // calibration-pass lines get the run's elapsed time and the estimate for the remaining shots
+      const scheduleLog = (m: string) =>
+        log(/^(curvature|calibration)/.test(m) ? `${m} | ${shots.line(shotsDone)}` : m);
       await deps.runSchedule(model, calibration, {
         ...scheduleOptions(cfg),
         startShot,
-        onProgress: log,
+        onProgress: scheduleLog,
       }, {
-        onProgress: log,
+        onProgress: scheduleLog,
         onShot: async (shot, report) => {
           const shotSeconds = secs(shotStart);
           const ev = await evaluate(shot);
@@ -284,6 +288,7 @@ export async function runSurgeon(
             }%, ` +
               `achieved ${(100 * line.sparsity).toFixed(2)}%, ${pplText(ev.ppl)}`,
           );
+          shotsDone = shot - startShot;
           shotStart = performance.now();
         },
       });
