@@ -622,3 +622,77 @@ ${MAIN} { ${IDX} let RC = p.R * p.C; if (i >= p.n * RC) { return; }
   );
   return out;
 }
+
+/** Index value marking a padding slot in {@link batchedChunkMatrix} (identity row, zero rhs). */
+export const PAD = 0xffffffff;
+
+/**
+ * Batched OBS chunk matrices `[b, n, n]`: for slot `(s, i)` with entry `(r, c)` = `(ri, ci)[s·n+i]`,
+ * `Cm[s, i, j] = Ĝ[r_i, r_j]·Â[c_i, c_j]`; padding slots (`ri = PAD`) get identity rows/columns.
+ */
+export function batchedChunkMatrix(
+  gh: Tensor,
+  ah: Tensor,
+  ri: Tensor,
+  ci: Tensor,
+  b: number,
+  n: number,
+): Tensor {
+  const R = gh.rows, C = ah.rows;
+  const out = new Tensor(gh.rt, [b, n, n], "f32", "Cm batch");
+  dispatch1d(
+    gh.rt,
+    "priv_batchedChunkMatrix",
+    `@group(0) @binding(0) var<storage, read> G: array<f32>;
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> RI: array<u32>;
+@group(0) @binding(3) var<storage, read> CI: array<u32>;
+@group(0) @binding(4) var<storage, read_write> O: array<f32>;
+struct P { b: u32, n: u32, R: u32, C: u32 };
+@group(0) @binding(5) var<uniform> p: P;
+${MAIN} { ${IDX} let nn = p.n * p.n; if (i >= p.b * nn) { return; }
+  let s = i / nn; let q = i % nn; let x = s * p.n + q / p.n; let y = s * p.n + q % p.n;
+  if (RI[x] == ${PAD}u || RI[y] == ${PAD}u) { O[i] = select(0.0, 1.0, x == y); return; }
+  O[i] = G[RI[x] * p.R + RI[y]] * A[CI[x] * p.C + CI[y]]; }`,
+    [gh, ah, ri, ci, out],
+    packParams(b, n, R, C),
+    b * n * n,
+  );
+  return out;
+}
+
+/** `out[i] = X[idx[i]]`, or 0 where `idx[i] = PAD`. */
+export function gatherFlatPadded(x: Tensor, idx: Tensor, shape: number[]): Tensor {
+  const out = new Tensor(x.rt, shape, "f32", "rhs batch");
+  dispatch1d(
+    x.rt,
+    "priv_gatherFlatPadded",
+    `@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> I: array<u32>;
+@group(0) @binding(2) var<storage, read_write> O: array<f32>;
+struct P { n: u32, a: u32, b: u32, c: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.n) { return; } O[i] = select(X[I[i]], 0.0, I[i] == ${PAD}u); }`,
+    [x, idx, out],
+    packParams(idx.size),
+    idx.size,
+  );
+  return out;
+}
+
+/** `dst[idx[i]] += src[i]`, skipping `idx[i] = PAD` (indices otherwise distinct). */
+export function scatterAddFlatPadded(dst: Tensor, idx: Tensor, src: Tensor): void {
+  dispatch1d(
+    dst.rt,
+    "priv_scatterAddFlatPadded",
+    `@group(0) @binding(0) var<storage, read_write> D: array<f32>;
+@group(0) @binding(1) var<storage, read> I: array<u32>;
+@group(0) @binding(2) var<storage, read> S: array<f32>;
+struct P { n: u32, a: u32, b: u32, c: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+${MAIN} { ${IDX} if (i >= p.n) { return; } if (I[i] != ${PAD}u) { D[I[i]] = D[I[i]] + S[i]; } }`,
+    [dst, idx, src],
+    packParams(idx.size),
+    idx.size,
+  );
+}

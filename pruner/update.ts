@@ -8,15 +8,19 @@
  */
 import { matmul } from "../kernels/gemm.ts";
 import { map } from "../kernels/elementwise.ts";
-import { spdSolve } from "../kernels/linalg.ts";
+import { batchedSpdSolve, spdSolve } from "../kernels/linalg.ts";
 import { gatherCols, gatherRows, submatrix, transpose } from "../kernels/matrix.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import {
+  batchedChunkMatrix,
   chunkMatrix,
   gatherFlat,
+  gatherFlatPadded,
+  PAD,
   readAll,
   rowColMap,
   scatterAddFlat,
+  scatterAddFlatPadded,
   scatterAddRows,
   splitAugmented,
 } from "../curvature/_ops.ts";
@@ -70,6 +74,9 @@ export async function elementUpdate(
   const { q, perRow } = await maskedEntries(p, mask);
   if (p.basis) return await elementUpdateK2(p, p.basis, mask, q, perRow, opts);
   const sizes = chunkSizes(perRow, opts.maxCorrelate, opts.strictmax);
+  if (!opts.addupdate && sizes.length > 1 && Math.max(...sizes) <= BATCH_MAX) {
+    return await elementUpdateBatched(p, mask, q, sizes, opts);
+  }
   const rt = p.W.rt;
   const Y = Tensor.emptySync(rt, [R, C], "f32", "Y = Z·Â");
   let start = 0;
@@ -112,6 +119,55 @@ export async function elementUpdate(
   E.dispose(), Y.dispose();
   writeBack(p);
   return sizes.length;
+}
+
+/** Largest chunk solved by the batched path (one workgroup per system). */
+const BATCH_MAX = 512;
+
+/**
+ * Independent chunks (no addupdate) solved at once: every chunk is padded to the largest size,
+ * `Cm` assembled for all chunks by one kernel, one `batchedSpdSolve`, `Z` scattered, and
+ * `E = −Ĝ·Z·Â` by two GEMMs.
+ */
+async function elementUpdateBatched(
+  p: Prepared,
+  mask: Tensor,
+  q: number[],
+  sizes: number[],
+  opts: UpdateOptions,
+): Promise<number> {
+  const { R, C } = p;
+  const rt = p.W.rt;
+  const n = Math.max(...sizes), b = sizes.length;
+  const flat = new Uint32Array(b * n).fill(PAD);
+  const ri = new Uint32Array(b * n).fill(PAD), ci = new Uint32Array(b * n).fill(PAD);
+  let start = 0;
+  sizes.forEach((size, s) => {
+    for (let i = 0; i < size; i++) {
+      const x = q[start + i];
+      flat[s * n + i] = x;
+      ri[s * n + i] = Math.floor(x / C);
+      ci[s * n + i] = x % C;
+    }
+    start += size;
+  });
+  const t = {
+    flat: Tensor.fromSync(rt, flat, [b * n], "u32", "Q batch"),
+    ri: Tensor.fromSync(rt, ri, [b * n], "u32", "r_i batch"),
+    ci: Tensor.fromSync(rt, ci, [b * n], "u32", "c_i batch"),
+  };
+  const Cm = batchedChunkMatrix(p.Ghat!, p.Ahat!, t.ri, t.ci, b, n);
+  const v = gatherFlatPadded(p.W, t.flat, [b, n]);
+  const z = await batchedSpdSolve(Cm, v, { name: `OBS chunks (${b} × ${n}) of ${p.lin.name}` });
+  const Z = Tensor.emptySync(rt, [R, C], "f32", "Z");
+  scatterAddFlatPadded(Z, t.flat, z);
+  const ZA = matmul(Z, p.Ahat!);
+  const E = matmul(p.Ghat!, ZA, { alpha: -1, name: "E" });
+  rowColMap("a + s0 * b", p.W, { b: E, s: [opts.updateScale], out: p.W });
+  rowColMap("select(a, 0.0, b != 0.0)", p.W, { b: mask, out: p.W });
+  for (const x of [Cm, v, z, Z, ZA, E, ...Object.values(t)]) x.dispose();
+  writeBack(p);
+  return b;
 }
 
 /** The masked live entries Q (flat, row-major) of a module and their count per row. */
