@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { gpu, GpuError, packParams } from "../kernels/device.ts";
+import { scope, Tensor } from "../kernels/tensor.ts";
+import { map } from "../kernels/elementwise.ts";
+import { matmul } from "../kernels/gemm.ts";
+import { reduce } from "../kernels/reduce.ts";
+
+Deno.test("1000 create/compute/dispose cycles return liveBytes to the start value", async () => {
+  const rt = await gpu();
+  await rt.sync();
+  const start = rt.liveBytes;
+  const w = await Tensor.from(Float32Array.from({ length: 35 }, (_, i) => i / 35), [7, 5]);
+  let last = 0;
+  for (let i = 0; i < 1000; i++) {
+    if (i % 2 === 0) {
+      // Scoped temporaries: everything but the returned tensor is freed.
+      const y = await scope(async () => {
+        const x = Tensor.fromSync(rt, new Float32Array(21).fill(i % 3), [3, 7]);
+        const h = matmul(x, w); // [3, 5]
+        return reduce(map("a * a", [h]), "sum");
+      });
+      if (i % 100 === 0) last = await y.item();
+      y.dispose();
+    } else {
+      const x = Tensor.emptySync(rt, [64]);
+      const z = map("a + 1.0", [x]);
+      x.dispose();
+      z.dispose();
+    }
+    if (i % 250 === 249) await rt.sync();
+  }
+  w.dispose();
+  await rt.sync();
+  assert.equal(rt.liveBytes, start);
+  assert.ok(Number.isFinite(last));
+});
+
+Deno.test("a WGSL compile error names the kernel and the line", async () => {
+  const rt = await gpu();
+  await rt.sync();
+  const k = rt.kernel(
+    "runtime_test_broken",
+    `@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@compute @workgroup_size(1)
+fn main() { x[0] = undefined_thing + 1.0; }`,
+  );
+  const t = await Tensor.zeros([4]);
+  try {
+    rt.dispatch(k, [t.range()], null, [1]);
+  } catch {
+    // Some backends refuse the bind group at once; the compile error still comes at sync.
+  }
+  await assert.rejects(() => rt.sync(), (e: unknown) => {
+    assert.ok(e instanceof GpuError);
+    assert.match(e.message, /kernel runtime_test_broken/);
+    assert.match(e.message, /line 3/);
+    return true;
+  });
+  await rt.checkErrors().catch(() => {});
+  t.dispose();
+});
+
+Deno.test("an invalid binding fails with an error naming the kernel", async () => {
+  const rt = await gpu();
+  await rt.sync();
+  const k = rt.kernel(
+    "runtime_test_two_bindings",
+    `@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read_write> b: array<f32>;
+struct P { n: u32, p0: u32, p1: u32, p2: u32 };
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(1)
+fn main() { b[0] = a[0] + f32(p.n); }`,
+  );
+  const a = await Tensor.zeros([4]);
+  rt.dispatch(k, [a.range()], packParams(1, 0, 0, 0), [1]); // binding 1 is missing
+  await assert.rejects(() => rt.sync(), /runtime_test_two_bindings: binding its buffers failed/);
+  await rt.checkErrors().catch(() => {});
+  // Tensors refuse ranges that a kernel cannot bind, naming the tensor.
+  assert.throws(() => a.range(1, 2), /zeros: binding offset 4 bytes is not 32-aligned/);
+  a.dispose();
+  await rt.sync();
+});
