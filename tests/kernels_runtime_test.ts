@@ -15,7 +15,7 @@ Deno.test("1000 create/compute/dispose cycles return liveBytes to the start valu
     if (i % 2 === 0) {
       // Scoped temporaries: everything but the returned tensor is freed.
       const y = await scope(async () => {
-        const x = Tensor.fromSync(rt, new Float32Array(21).fill(i % 3), [3, 7]);
+        const x = await Tensor.from(new Float32Array(21).fill(i % 3), [3, 7]);
         const h = matmul(x, w); // [3, 5]
         return reduce(map("a * a", [h]), "sum");
       });
