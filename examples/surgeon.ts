@@ -130,222 +130,234 @@ export async function runSurgeon(
       return { dir: run.dir, summary };
     }
   }
-  const deps = opts.deps ?? defaultDeps;
-  const started = performance.now();
-
-  log(`loading model ${cfg.model_str}`);
-  const model = await deps.loadModel(cfg.model_str, {
-    revision: cfg.revision,
-    offline: cfg.offline || undefined, // unset: the Hub client follows HF_HUB_OFFLINE
-    onProgress: log,
-  });
   try {
-    if (cfg.lora && model.family !== "opt") {
-      throw new FlagError(
-        "lora",
-        `LoRA adapters exist for OPT attention projections only; ${cfg.model_str} is ${model.family}`,
-      );
-    }
-    const tokenizer = model.tokenizer;
-    if (!tokenizer) throw new FlagError("model_str", `${cfg.model_str} has no tokenizer files`);
-    const seqlen = cfg.seqlen ?? model.maxSeqLen;
-    if (seqlen > model.maxSeqLen) {
-      throw new FlagError(
-        "seqlen",
-        `${seqlen} exceeds the model's context length ${model.maxSeqLen}`,
-      );
-    }
+    const deps = opts.deps ?? defaultDeps;
+    const started = performance.now();
 
-    // data
-    const dataOpts = { dataDir: cfg.data_dir, offline: cfg.offline || undefined, onProgress: log };
-    const tests = new Map<string, Int32Array>();
-    for (const d of cfg.eval_langs) {
-      const t0 = performance.now();
-      const split = await loadSplit(datasetName(d), evalSplit(datasetName(d)), dataOpts);
-      const ids = testStream(split, tokenizer, seqlen);
-      tests.set(d, ids);
-      log(
-        `eval data ${d} (${split.split}, ${split.source}): ${ids.length} tokens, ` +
-          `${Math.floor(ids.length / seqlen)} windows of ${seqlen}, tokenized in ${
-            secs(t0).toFixed(1)
-          }s`,
-      );
-    }
-    const t0 = performance.now();
-    const train = await loadSplit(datasetName(cfg.train_lang), cfg.train_split, dataOpts);
-    const total = cfg.nsamples * (cfg.newdata ? cfg.shots : 1);
-    const calibration = calibrationWindows(train, tokenizer, {
-      nsamples: total,
-      seqlen,
-      seed: cfg.seed,
+    log(`loading model ${cfg.model_str}`);
+    const model = await deps.loadModel(cfg.model_str, {
+      revision: cfg.revision,
+      offline: cfg.offline || undefined, // unset: the Hub client follows HF_HUB_OFFLINE
+      onProgress: log,
     });
-    log(
-      `calibration: ${total} windows of ${seqlen} tokens from ${cfg.train_lang} ${train.split} (${
-        secs(t0).toFixed(1)
-      }s)`,
-    );
-
-    if (!await run.readJson("config.json")) {
-      await run.writeJson("config.json", {
-        run: name,
-        settings,
-        resolved: { ...cfg, seqlen },
-        toolkit_version: TOOLKIT_VERSION,
-        deno: Deno.version,
-        adapter: await deps.adapterName(),
-        model: { family: model.family, source: model.sourceDir, maxSeqLen: model.maxSeqLen },
-        started: new Date().toISOString(),
-      });
-    }
-
-    const evaluate = async (
-      shot: number,
-    ): Promise<{ ppl: Record<string, number>; seconds: number }> => {
-      const e0 = performance.now();
-      const ppl: Record<string, number> = {};
-      for (const [d, ids] of tests) {
-        const r = await perplexity(model, ids, {
-          seqlen,
-          maxWindows: cfg.eval_samples,
-          label: `${d} (shot ${shot})`,
-          onProgress: log,
-        });
-        ppl[d] = r.ppl;
-      }
-      return { ppl, seconds: secs(e0) };
-    };
-    const metricsLine = async (
-      shot: number,
-      phase: MetricsLine["phase"],
-      ev: { ppl: Record<string, number>; seconds: number },
-      seconds: Record<string, number>,
-      extra: Record<string, unknown> = {},
-    ): Promise<MetricsLine> => {
-      const stats = await deps.sparsityStats(model);
-      return {
-        shot,
-        phase,
-        target_sparsity: shot === 0 ? 0 : (cfg.sparsity * shot) / cfg.shots,
-        sparsity: stats.overall,
-        sparsity_per_kind: stats.perKind,
-        ppl: ev.ppl,
-        seconds: { ...seconds, eval: ev.seconds },
-        time: new Date().toISOString(),
-        ...Object.fromEntries(
-          Object.entries(extra).filter(([k]) => !(k in { sparsity: 1, target: 1 })),
-        ),
-      };
-    };
-
-    let completed = run.state.completedShot;
-    if (completed < 0) {
-      const ev = await evaluate(0);
-      const line = await metricsLine(0, "dense", ev, {});
-      await run.commitShot(0, [line], null);
-      log(`dense: ${pplText(ev.ppl)}`);
-      completed = 0;
-    } else {
-      completed = await run.restore(model);
-      log(`restored the weights after shot ${completed}`);
-      if (cfg.reuse && completed >= 1 && completed < cfg.shots) {
-        log(
-          "warning: --reuse seeds each shot's power iteration with the previous shot's factors, " +
-            "which are not checkpointed: the first resumed shot starts from scratch, so the result " +
-            "can differ slightly from an uninterrupted run",
+    try {
+      if (cfg.lora && model.family !== "opt") {
+        throw new FlagError(
+          "lora",
+          `LoRA adapters exist for OPT attention projections only; ${cfg.model_str} is ${model.family}`,
         );
       }
-    }
+      const tokenizer = model.tokenizer;
+      if (!tokenizer) throw new FlagError("model_str", `${cfg.model_str} has no tokenizer files`);
+      const seqlen = cfg.seqlen ?? model.maxSeqLen;
+      if (seqlen > model.maxSeqLen) {
+        throw new FlagError(
+          "seqlen",
+          `${seqlen} exceeds the model's context length ${model.maxSeqLen}`,
+        );
+      }
 
-    const startShot = Math.max(completed, cfg.skip);
-    if (startShot < cfg.shots) {
-      const shots = new Progress("shots", cfg.shots - startShot, "shots");
-      let shotStart = performance.now();
-      let shotsDone = 0;
-      // calibration-pass lines get the run's elapsed time and the estimate for the remaining shots
-      const scheduleLog = (m: string) =>
-        log(/^(curvature|calibration)/.test(m) ? `${m} | ${shots.line(shotsDone)}` : m);
-      await deps.runSchedule(model, calibration, {
-        ...scheduleOptions(cfg),
-        startShot,
-        onProgress: scheduleLog,
-      }, {
-        onProgress: scheduleLog,
-        onShot: async (shot, report) => {
-          const shotSeconds = secs(shotStart);
-          const ev = await evaluate(shot);
-          const extra = shotExtras(report);
-          // phases: the pruner reports the pruning step; the rest of the shot is curvature
-          // estimation (and the LoRA step, when on)
-          const phases = { ...extra.seconds };
-          if (phases.curvature === undefined) {
-            phases.curvature = Math.max(0, shotSeconds - (phases.prune ?? 0));
-          }
-          const line = await metricsLine(shot, "shot", ev, phases, extra.fields);
-          await run.commitShot(shot, [line], model);
-          log(
-            `${shots.line(shot - startShot)} | shot ${shot}: target ${
-              (100 * line.target_sparsity).toFixed(2)
-            }%, ` +
-              `achieved ${(100 * line.sparsity).toFixed(2)}%, ${pplText(ev.ppl)}`,
-          );
-          shotsDone = shot - startShot;
-          shotStart = performance.now();
-        },
+      // data
+      const dataOpts = {
+        dataDir: cfg.data_dir,
+        offline: cfg.offline || undefined,
+        onProgress: log,
+      };
+      const tests = new Map<string, Int32Array>();
+      for (const d of cfg.eval_langs) {
+        const t0 = performance.now();
+        const split = await loadSplit(datasetName(d), evalSplit(datasetName(d)), dataOpts);
+        const ids = testStream(split, tokenizer, seqlen);
+        tests.set(d, ids);
+        log(
+          `eval data ${d} (${split.split}, ${split.source}): ${ids.length} tokens, ` +
+            `${Math.floor(ids.length / seqlen)} windows of ${seqlen}, tokenized in ${
+              secs(t0).toFixed(1)
+            }s`,
+        );
+      }
+      const t0 = performance.now();
+      const train = await loadSplit(datasetName(cfg.train_lang), cfg.train_split, dataOpts);
+      const total = cfg.nsamples * (cfg.newdata ? cfg.shots : 1);
+      const calibration = calibrationWindows(train, tokenizer, {
+        nsamples: total,
+        seqlen,
+        seed: cfg.seed,
       });
-    }
+      log(
+        `calibration: ${total} windows of ${seqlen} tokens from ${cfg.train_lang} ${train.split} (${
+          secs(t0).toFixed(1)
+        }s)`,
+      );
 
-    // summary and report
-    const metrics = run.metrics;
-    const stats = await deps.sparsityStats(model);
-    const modules: ModuleKept[] = stats.perModule?.length
-      ? stats.perModule.map((m) => ({ layer: m.layer, kind: m.kind, kept: m.kept }))
-      : await modulesOf(model);
-    const dense = metrics.find((m) => m.shot === 0);
-    const last = metrics[metrics.length - 1];
-    const computeSeconds = metrics.reduce(
-      (a, m) => a + Object.values(m.seconds).reduce((x, y) => x + y, 0),
-      0,
-    );
-    const summary = {
-      run: name,
-      dense_ppl: dense?.ppl ?? {},
-      final_ppl: last?.ppl ?? {},
-      sparsity: stats.overall,
-      sparsity_per_kind: stats.perKind,
-      target_sparsity: cfg.sparsity,
-      shots: cfg.shots,
-      seconds: computeSeconds,
-      session_seconds: secs(started),
-      kept_per_module: stats.perModule,
-      finished: new Date().toISOString(),
-    };
-    await run.writeText("perplexity.svg", perplexityPlotSvg(metrics));
-    await run.writeText("kept.svg", keptPlotSvg(modules));
-    await run.writeText(
-      "report.md",
-      reportMarkdown({
-        name,
-        settings: { ...cfg, seqlen },
-        metrics,
-        modules,
+      if (!await run.readJson("config.json")) {
+        await run.writeJson("config.json", {
+          run: name,
+          settings,
+          resolved: { ...cfg, seqlen },
+          toolkit_version: TOOLKIT_VERSION,
+          deno: Deno.version,
+          adapter: await deps.adapterName(),
+          model: { family: model.family, source: model.sourceDir, maxSeqLen: model.maxSeqLen },
+          started: new Date().toISOString(),
+        });
+      }
+
+      const evaluate = async (
+        shot: number,
+      ): Promise<{ ppl: Record<string, number>; seconds: number }> => {
+        const e0 = performance.now();
+        const ppl: Record<string, number> = {};
+        for (const [d, ids] of tests) {
+          const r = await perplexity(model, ids, {
+            seqlen,
+            maxWindows: cfg.eval_samples,
+            label: `${d} (shot ${shot})`,
+            onProgress: log,
+          });
+          ppl[d] = r.ppl;
+        }
+        return { ppl, seconds: secs(e0) };
+      };
+      const metricsLine = async (
+        shot: number,
+        phase: MetricsLine["phase"],
+        ev: { ppl: Record<string, number>; seconds: number },
+        seconds: Record<string, number>,
+        extra: Record<string, unknown> = {},
+      ): Promise<MetricsLine> => {
+        const stats = await deps.sparsityStats(model);
+        return {
+          shot,
+          phase,
+          target_sparsity: shot === 0 ? 0 : (cfg.sparsity * shot) / cfg.shots,
+          sparsity: stats.overall,
+          sparsity_per_kind: stats.perKind,
+          ppl: ev.ppl,
+          seconds: { ...seconds, eval: ev.seconds },
+          time: new Date().toISOString(),
+          ...Object.fromEntries(
+            Object.entries(extra).filter(([k]) => !(k in { sparsity: 1, target: 1 })),
+          ),
+        };
+      };
+
+      let completed = run.state.completedShot;
+      if (completed < 0) {
+        const ev = await evaluate(0);
+        const line = await metricsLine(0, "dense", ev, {});
+        await run.commitShot(0, [line], null);
+        log(`dense: ${pplText(ev.ppl)}`);
+        completed = 0;
+      } else {
+        completed = await run.restore(model);
+        log(`restored the weights after shot ${completed}`);
+        if (cfg.reuse && completed >= 1 && completed < cfg.shots) {
+          log(
+            "warning: --reuse seeds each shot's power iteration with the previous shot's factors, " +
+              "which are not checkpointed: the first resumed shot starts from scratch, so the result " +
+              "can differ slightly from an uninterrupted run",
+          );
+        }
+      }
+
+      const startShot = Math.max(completed, cfg.skip);
+      if (startShot < cfg.shots) {
+        const shots = new Progress("shots", cfg.shots - startShot, "shots");
+        let shotStart = performance.now();
+        let shotsDone = 0;
+        // calibration-pass lines get the run's elapsed time and the estimate for the remaining shots
+        const scheduleLog = (m: string) =>
+          log(/^(curvature|calibration)/.test(m) ? `${m} | ${shots.line(shotsDone)}` : m);
+        await deps.runSchedule(model, calibration, {
+          ...scheduleOptions(cfg),
+          startShot,
+          onProgress: scheduleLog,
+        }, {
+          onProgress: scheduleLog,
+          onShot: async (shot, report) => {
+            const shotSeconds = secs(shotStart);
+            const ev = await evaluate(shot);
+            const extra = shotExtras(report);
+            // phases: the pruner reports the pruning step; the rest of the shot is curvature
+            // estimation (and the LoRA step, when on)
+            const phases = { ...extra.seconds };
+            if (phases.curvature === undefined) {
+              phases.curvature = Math.max(0, shotSeconds - (phases.prune ?? 0));
+            }
+            const line = await metricsLine(shot, "shot", ev, phases, extra.fields);
+            await run.commitShot(shot, [line], model);
+            log(
+              `${shots.line(shot - startShot)} | shot ${shot}: target ${
+                (100 * line.target_sparsity).toFixed(2)
+              }%, ` +
+                `achieved ${(100 * line.sparsity).toFixed(2)}%, ${pplText(ev.ppl)}`,
+            );
+            shotsDone = shot - startShot;
+            shotStart = performance.now();
+          },
+        });
+      }
+
+      // summary and report
+      const metrics = run.metrics;
+      const stats = await deps.sparsityStats(model);
+      const modules: ModuleKept[] = stats.perModule?.length
+        ? stats.perModule.map((m) => ({ layer: m.layer, kind: m.kind, kept: m.kept }))
+        : await modulesOf(model);
+      const dense = metrics.find((m) => m.shot === 0);
+      const last = metrics[metrics.length - 1];
+      const computeSeconds = metrics.reduce(
+        (a, m) => a + Object.values(m.seconds).reduce((x, y) => x + y, 0),
+        0,
+      );
+      const summary = {
+        run: name,
+        dense_ppl: dense?.ppl ?? {},
+        final_ppl: last?.ppl ?? {},
+        sparsity: stats.overall,
+        sparsity_per_kind: stats.perKind,
+        target_sparsity: cfg.sparsity,
+        shots: cfg.shots,
         seconds: computeSeconds,
-        plots: { ppl: "perplexity.svg", kept: "kept.svg" },
-      }),
-    );
-    if (cfg.save_model) {
-      log(`saving the pruned model to ${run.dir}/model`);
-      await model.save(`${run.dir}/model`);
+        session_seconds: secs(started),
+        kept_per_module: stats.perModule,
+        finished: new Date().toISOString(),
+      };
+      await run.writeText("perplexity.svg", perplexityPlotSvg(metrics));
+      await run.writeText("kept.svg", keptPlotSvg(modules));
+      await run.writeText(
+        "report.md",
+        reportMarkdown({
+          name,
+          settings: { ...cfg, seqlen },
+          metrics,
+          modules,
+          seconds: computeSeconds,
+          plots: { ppl: "perplexity.svg", kept: "kept.svg" },
+        }),
+      );
+      if (cfg.save_model) {
+        log(`saving the pruned model to ${run.dir}/model`);
+        await model.save(`${run.dir}/model`);
+      }
+      await run.writeJson("summary.json", summary);
+      log(
+        `done in ${formatDuration(secs(started))}: ${pplText(summary.final_ppl)} at ${
+          (100 * stats.overall).toFixed(2)
+        }% sparsity`,
+      );
+      log(`report: ${run.dir}/report.md`);
+      return { dir: run.dir, summary };
+    } finally {
+      model.dispose();
     }
-    await run.writeJson("summary.json", summary);
-    log(
-      `done in ${formatDuration(secs(started))}: ${pplText(summary.final_ppl)} at ${
-        (100 * stats.overall).toFixed(2)
-      }% sparsity`,
-    );
-    log(`report: ${run.dir}/report.md`);
-    return { dir: run.dir, summary };
-  } finally {
-    model.dispose();
+  } catch (e) {
+    // a run that failed before committing anything leaves no folder behind
+    if (run.state.completedShot < 0) {
+      await Deno.remove(run.dir, { recursive: true }).catch(() => {});
+    }
+    throw e;
   }
 }
 
