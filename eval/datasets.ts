@@ -270,10 +270,23 @@ async function loadHub(
   return { dataset, split, source: path, rows };
 }
 
+/** Text files larger than this do not fit one JavaScript string (V8 caps strings near 512 MiB). */
+const MAX_TEXT_BYTES = 400 * 1024 * 1024;
+
 async function readTextFile(path: string, dataset: string, split: string): Promise<string> {
   try {
+    const { size } = await Deno.stat(path);
+    if (size > MAX_TEXT_BYTES) {
+      throw new DatasetError(
+        `${dataset} ${split} split: ${path} is ${
+          (size / 2 ** 30).toFixed(1)
+        } GiB, too large to read ` +
+          `as one text; use another split (e.g. --train_split valid) or a local excerpt via --data_dir`,
+      );
+    }
     return await Deno.readTextFile(path);
   } catch (e) {
+    if (e instanceof DatasetError) throw e;
     if (e instanceof Deno.errors.NotFound) {
       throw new DatasetError(
         `${dataset} ${split} split: file ${path} not found` +
