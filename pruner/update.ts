@@ -102,7 +102,7 @@ export async function elementUpdate(
       Gr.dispose(), Er.dispose(), e.dispose();
     }
     const Cm = chunkMatrix(p.Ghat!, p.Ahat!, t.ri, t.ci);
-    const z = await spdSolve(Cm, v, { name: `OBS chunk ${ci} (${size} entries) of ${p.lin.name}` });
+    const z = await solveChunk(Cm, v, `OBS chunk ${ci} (${size} entries) of ${p.lin.name}`);
     const Z = Tensor.emptySync(rt, [rows.length, C], "f32", "Z_ρ");
     scatterAddFlat(Z, t.local, z);
     const ZA = matmul(Z, p.Ahat!, { name: "Z_ρ·Â" });
@@ -119,6 +119,24 @@ export async function elementUpdate(
   E.dispose(), Y.dispose();
   writeBack(p);
   return sizes.length;
+}
+
+/**
+ * Solves one chunk system: small ones in a single workgroup (`batchedSpdSolve`, one read-back),
+ * large ones with the blocked `spdSolve`. Both refine to float64-like accuracy.
+ */
+async function solveChunk(Cm: Tensor, v: Tensor, name: string): Promise<Tensor> {
+  const n = v.size;
+  if (n > BATCH_MAX) return await spdSolve(Cm, v, { name });
+  const M3 = Cm.reshape([1, n, n]), v2 = v.reshape([1, n]);
+  try {
+    const z = await batchedSpdSolve(M3, v2, { name });
+    const out = z.reshape([n]);
+    z.dispose();
+    return out;
+  } finally {
+    M3.dispose(), v2.dispose();
+  }
 }
 
 /** Largest chunk solved by the batched path (one workgroup per system). */
