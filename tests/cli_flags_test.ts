@@ -60,6 +60,9 @@ const REFERENCE_FLAGS = [
   "log_root",
 ];
 
+/** Splits a command line written as one string. */
+const words = (line: string) => line.split(" ");
+
 /** Asserts that validating `argv` fails with a FlagError naming `flag` and matching `re`. */
 function rejects(argv: string[], flag: string, re: RegExp): void {
   assert.throws(() => validateConfig(parseFlags(argv)), (e: Error) => {
@@ -106,23 +109,11 @@ Deno.test("parseFlags() has every reference flag with the reference defaults", (
 });
 
 Deno.test("parseFlags() takes reference names, kebab-case aliases, argparse lists and negative numbers", () => {
-  const a = parseFlags([
-    "--structures",
-    "2:4",
-    "--max-correlate",
-    "-1",
-    "--eval_langs",
-    "wikitext2",
-    "c4",
-    "--use-iad",
-    "--damp_g=0.1",
-    "--kpca-iter",
-    "10",
-    "--train-split",
-    "valid",
-    "--eval-samples",
-    "16",
-  ]);
+  const a = parseFlags(
+    words(
+      "--structures 2:4 --max-correlate -1 --eval_langs wikitext2 c4 --use-iad --damp_g=0.1 --kpca-iter 10 --train-split valid --eval-samples 16",
+    ),
+  );
   assert.deepEqual(a.structures, ["2:4"]);
   assert.equal(a.max_correlate, -1);
   assert.deepEqual(a.eval_langs, ["wikitext2", "c4"]);
@@ -173,41 +164,11 @@ Deno.test("validateConfig() names the flag for bad values and incompatible combi
   // the published scripts' settings all validate
   for (
     const argv of [
-      [
-        "--structures",
-        "row",
-        "column",
-        "--curvature",
-        "identity",
-        "--obd",
-        "--use_iad",
-        "--shots",
-        "1",
-      ],
-      ["--curvature", "activations", "--obd", "--use_iad", "--sparsity", "0.3", "--shots", "24"],
-      ["--curvature", "kfac", "--obd", "--use_iad", "--krank", "1", "--kpca_iter", "10"],
-      [
-        "--structures",
-        "2:4",
-        "--use_iad",
-        "--max_correlate",
-        "2000",
-        "--addupdate",
-        "--damp_g",
-        "0.1",
-        "--shots",
-        "5",
-      ],
-      [
-        "--structures",
-        "element",
-        "--use_iad",
-        "--max_correlate",
-        "2000",
-        "--addupdate",
-        "--damp_g",
-        "0.1",
-      ],
+      words("--structures row column --curvature identity --obd --use_iad --shots 1"),
+      words("--curvature activations --obd --use_iad --sparsity 0.3 --shots 24"),
+      words("--curvature kfac --obd --use_iad --krank 1 --kpca_iter 10"),
+      words("--structures 2:4 --use_iad --max_correlate 2000 --addupdate --damp_g 0.1 --shots 5"),
+      words("--structures element --use_iad --max_correlate 2000 --addupdate --damp_g 0.1"),
       ["--curvature", "kfac", "--kpca_iter", "10"],
     ]
   ) validateConfig(parseFlags(argv));
@@ -217,21 +178,13 @@ Deno.test("structureOf() and scheduleOptions() map flags to the pruner's options
   assert.deepEqual(structureOf(["column", "row"]), { kind: "rowcol" });
   assert.deepEqual(structureOf(["element"]), { kind: "element" });
   assert.deepEqual(structureOf(["4:8"]), { kind: "nm", n: 4, m: 8 });
-  const o = scheduleOptions(parseFlags([
-    "--structures",
-    "2:4",
-    "--use_iad",
-    "--max_correlate",
-    "2000",
-    "--addupdate",
-    "--damp_g",
-    "0.1",
-    "--shots",
-    "5",
-    "--lora",
-    "--seed",
-    "3",
-  ]));
+  const o = scheduleOptions(
+    parseFlags(
+      words(
+        "--structures 2:4 --use_iad --max_correlate 2000 --addupdate --damp_g 0.1 --shots 5 --lora --seed 3",
+      ),
+    ),
+  );
   assert.deepEqual(o.structure, { n: 2, m: 4 });
   assert.equal(o.kind, "kfac");
   assert.equal(o.useIad, true);
