@@ -8,6 +8,7 @@
  */
 import { fill, map } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/gemm.ts";
+import type { Runtime } from "../kernels/device.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import type { CausalLM, PrunableLinear } from "../model/types.ts";
 import { dotInto, flagNonFinite, rowDot, rowScale } from "./_ops.ts";
@@ -24,10 +25,10 @@ class BlockSum {
   #part: Tensor | null;
   #block: number;
   #count = 0;
-  constructor(shape: number[], name: string, block: number) {
-    this.total = Tensor.emptySync(rtOf(), shape, "f32", name);
+  constructor(rt: Runtime, shape: number[], name: string, block: number) {
+    this.total = Tensor.emptySync(rt, shape, "f32", name);
     this.#block = block;
-    this.#part = block > 1 ? Tensor.emptySync(rtOf(), shape, "f32", name + ".partial") : null;
+    this.#part = block > 1 ? Tensor.emptySync(rt, shape, "f32", name + ".partial") : null;
   }
   /** The buffer GEMMs should accumulate into (β = 1). */
   get target(): Tensor {
@@ -49,12 +50,6 @@ class BlockSum {
     this.#part = null;
     return this.total;
   }
-}
-
-let currentRt: Tensor["rt"] | null = null;
-function rtOf(): Tensor["rt"] {
-  if (!currentRt) throw new CurvatureError("curvature: GPU runtime not initialised");
-  return currentRt;
 }
 
 interface Slot {
@@ -135,8 +130,7 @@ export async function estimateCurvature(
     }
   }
   if (lins.length === 0) return out;
-  currentRt = lins[0].weight.rt;
-  const rt = currentRt;
+  const rt = lins[0].weight.rt;
   const N = seqs.reduce((s, x) => s + x.length, 0);
   const block = Math.max(1, Math.ceil(Math.sqrt(seqs.length)));
   const index = new Map(slots.map((s, k) => [s.lin.name, k]));
@@ -202,7 +196,7 @@ export async function estimateCurvature(
   try {
     // ---- Activations ------------------------------------------------------------------
     if (kind === "activations") {
-      const acc = slots.map((s) => new BlockSum([s.C, s.C], `${s.lin.name}.A`, block));
+      const acc = slots.map((s) => new BlockSum(rt, [s.C, s.C], `${s.lin.name}.A`, block));
       sums = acc;
       await runPass("activations", false, (k, a) => {
         matmul(a, a, { transA: true, alpha: 1 / N, beta: 1, out: acc[k].target });
@@ -216,7 +210,7 @@ export async function estimateCurvature(
     for (const s of slots) out.set(s.lin.name, { G: [], A: [], D: null, kind });
     let firstPass = true;
     const dSums = opts.diagonal
-      ? slots.map((s) => new BlockSum([s.R, s.C], `${s.lin.name}.D`, block))
+      ? slots.map((s) => new BlockSum(rt, [s.R, s.C], `${s.lin.name}.D`, block))
       : null;
     const addDiagonal = (k: number, a: Tensor, g: Tensor) => {
       if (!dSums || !firstPass) return;
@@ -234,8 +228,8 @@ export async function estimateCurvature(
 
     let startRank = 0;
     if (useIad) {
-      const gs = slots.map((s) => new BlockSum([s.R, s.R], `${s.lin.name}.G0`, block));
-      const as = slots.map((s) => new BlockSum([s.C, s.C], `${s.lin.name}.A0`, block));
+      const gs = slots.map((s) => new BlockSum(rt, [s.R, s.R], `${s.lin.name}.G0`, block));
+      const as = slots.map((s) => new BlockSum(rt, [s.C, s.C], `${s.lin.name}.A0`, block));
       sums = [...gs, ...as, ...(dSums ?? [])];
       await runPass("KFAC IAD", true, (k, a, g) => {
         matmul(g!, g!, { transA: true, alpha: 1 / N, beta: 1, out: gs[k].target });
@@ -277,6 +271,7 @@ export async function estimateCurvature(
         const gStep = i % 2 === 0;
         const agg = slots.map((s) =>
           new BlockSum(
+            rt,
             gStep ? [s.R, s.R] : [s.C, s.C],
             `${s.lin.name}.${gStep ? "G" : "A"}agg`,
             block,
