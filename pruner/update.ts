@@ -140,7 +140,7 @@ async function solveChunk(Cm: Tensor, v: Tensor, name: string): Promise<Tensor> 
 }
 
 /** Largest chunk solved by the batched path (one workgroup per system). */
-const BATCH_MAX = 512;
+const BATCH_MAX = 128;
 
 /**
  * Independent chunks (no addupdate) solved at once: every chunk is padded to the largest size,
