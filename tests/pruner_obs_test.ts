@@ -293,3 +293,22 @@ Deno.test("R14: chunked element updates — addupdate equals sequential OBS step
   );
   model.dispose();
 });
+
+Deno.test("element OBS update with a chunk above the single-workgroup limit (blocked spdSolve path) equals brute force", async () => {
+  const rng = new Rng(91);
+  const R = 12, C = 16;
+  const G = randSpd(R, rng), A = randSpd(C, rng);
+  const W = Array.from(rng.normals(R * C), (x) => x + Math.sign(x) * 0.1);
+  const { model, curv } = await layer(G, A, W, R, C);
+  const lins = model.linears(), w = lins[0].weight;
+  const Q = [...Array(R * C).keys()].filter((i) => i % 4 !== 1); // 144 entries in one chunk
+  const p = await prepareModules(lins, curv, { obd: false, dampG: 0, dampA: 0 });
+  const m = new Float32Array(R * C);
+  for (const q of Q) m[q] = 1;
+  assert.equal(await elementUpdate(p[0], await Tensor.from(m, [R, C]), upd), 1);
+  const got = await w.read();
+  const ref = bruteObs(G, A, W, R, C, Q);
+  assertClose(Array.from(got, (x, i) => x - W[i]), ref.d, 1e-3, 1e-4, "Δw");
+  disposePrepared(p);
+  model.dispose();
+});
