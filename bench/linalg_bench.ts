@@ -1,7 +1,9 @@
 /**
  * Benchmarks of kernels/linalg.ts: `cholesky_2048` (n³/3 flops), `spd_inverse_2048` and
- * `spd_inverse_3072` (n³ flops), `batched_spd_solve_64x256` (64 systems of size 256 with one
- * right-hand side; 64·n³/3 flops). Each reports the median wall time of a few runs after a
+ * `spd_inverse_3072` (n³ flops; damping 0.01 on a rank-deficient Gram matrix, κ ≈ 1e3, with the
+ * default double-f32 refinement), `batched_spd_solve_64x256` (64 systems of size 256 with one
+ * right-hand side; 64·n³/3 flops). For context it also reports `linalg_gemm_ref_2048` (the GEMM
+ * rate in the same run) and `spd_inverse_f32_N` (plain f32 Cholesky inverse, no refinement). Each reports the median wall time of a few runs after a
  * warm-up, including the read-backs the functions do themselves (status word, refinement
  * norms) and one final sync.
  *
@@ -38,13 +40,19 @@ function pseudoRandom(count: number, seed: number): Float32Array {
   return out;
 }
 
-/** A well-conditioned SPD matrix XᵀX/n + I built on the GPU. */
-async function spdMatrix(n: number, seed: number): Promise<Tensor> {
-  const X = await Tensor.from(pseudoRandom(n * n, seed), [n, n], "f32", "bench:X");
-  const M = matmul(X, X, { transA: true, alpha: 1 / n, name: "bench:M" });
+/**
+ * An SPD matrix like a curvature factor: XᵀX/r with X of r = n/4 rows (rank-deficient), plus
+ * `shift`·I (1 for a well-conditioned matrix; the SPD-inverse benches use 0 and damping 0.01,
+ * which gives a condition number near 1e3 and one Newton step).
+ */
+async function spdMatrix(n: number, seed: number, shift = 1): Promise<Tensor> {
+  const r = Math.max(1, n / 4);
+  const X = await Tensor.from(pseudoRandom(r * n, seed), [r, n], "f32", "bench:X");
+  const M = matmul(X, X, { transA: true, alpha: 1 / r, name: "bench:M" });
   X.dispose();
+  if (shift === 0) return M;
   // The diagonal entries are those with flat index ≡ 0 (mod n + 1).
-  return map("a + select(0.0, 1.0, (i % u32(s0)) == 0u)", [M], [n + 1], { out: M });
+  return map("a + select(0.0, s1, (i % u32(s0)) == 0u)", [M], [n + 1, shift], { out: M });
 }
 
 async function median(times: number, fn: () => Promise<void>): Promise<number> {
@@ -82,6 +90,19 @@ export async function run(emit: (r: BenchResult) => void, reps = 3): Promise<voi
     M.dispose();
   }
 
+  // The GEMM rate of this run, for the "≥ 1/3 of the GEMM rate" comparison.
+  {
+    const n = 2048;
+    const A = await Tensor.from(pseudoRandom(n * n, 5), [n, n]);
+    matmul(A, A).dispose();
+    const ms = await median(reps, async () => {
+      matmul(A, A).dispose();
+      await rt.sync();
+    });
+    report(`linalg_gemm_ref_${n}`, n, ms, 2 * n ** 3);
+    A.dispose();
+  }
+
   for (const n of [2048]) {
     const M = await spdMatrix(n, 2);
     await rt.sync();
@@ -96,11 +117,18 @@ export async function run(emit: (r: BenchResult) => void, reps = 3): Promise<voi
   }
 
   for (const n of [2048, 3072]) {
-    const M = await spdMatrix(n, 3);
+    const M = await spdMatrix(n, 3, 0);
     await rt.sync();
-    if (n === 2048) (await spdInverse(M)).dispose();
-    const ms = await median(n === 3072 ? Math.min(reps, 2) : reps, async () => {
-      const X = await spdInverse(M);
+    const times = n === 3072 ? Math.min(reps, 2) : reps;
+    // Plain f32 Cholesky inverse (no refinement), for context: what the refinement costs.
+    const plain = await median(times, async () => {
+      const X = await spdInverse(M, { damp: 0.01, maxRefine: 0 });
+      await rt.sync();
+      X.dispose();
+    });
+    report(`spd_inverse_f32_${n}`, n, plain, n ** 3);
+    const ms = await median(times, async () => {
+      const X = await spdInverse(M, { damp: 0.01 });
       await rt.sync();
       X.dispose();
     });
