@@ -47,20 +47,24 @@ function randomSymmetric(n: number, rng: Rng): Float32Array {
   return m;
 }
 
-/** Q·diag(λ)·Qᵀ with a random orthogonal Q (Gram–Schmidt of a Gaussian), rounded to f32. */
+/**
+ * Q·diag(λ)·Qᵀ with a random orthogonal Q = H₁·H₂·…·Hₙ (products of Householder reflections
+ * I − 2vvᵀ with Gaussian unit vectors v), rounded to f32.
+ */
 function withSpectrum(lam: number[], rng: Rng): Float32Array {
   const n = lam.length;
-  const q = rng.normals(n * n);
-  for (let j = 0; j < n; j++) {
-    for (let pass = 0; pass < 2; pass++) {
-      for (let c = 0; c < j; c++) {
-        let d = 0;
-        for (let i = 0; i < n; i++) d += q[i * n + j] * q[i * n + c];
-        for (let i = 0; i < n; i++) q[i * n + j] -= d * q[i * n + c];
-      }
+  const q = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) q[i * n + i] = 1;
+  for (let h = 0; h < n; h++) {
+    const v = rng.normals(n);
+    const norm = Math.hypot(...v);
+    for (let i = 0; i < n; i++) v[i] /= norm;
+    // Q ← Q·(I − 2vvᵀ): each row r of Q loses 2(r·v)vᵀ.
+    for (let r = 0; r < n; r++) {
+      let d = 0;
+      for (let i = 0; i < n; i++) d += q[r * n + i] * v[i];
+      for (let i = 0; i < n; i++) q[r * n + i] -= 2 * d * v[i];
     }
-    const norm = Math.hypot(...Array.from({ length: n }, (_, i) => q[i * n + j]));
-    for (let i = 0; i < n; i++) q[i * n + j] /= norm;
   }
   const scaled = new Float64Array(n * n);
   for (let i = 0; i < n; i++) for (let k = 0; k < n; k++) scaled[i * n + k] = q[i * n + k] * lam[k];
