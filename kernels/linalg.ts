@@ -44,6 +44,8 @@ export class NotPositiveDefiniteError extends Error {
   /** The value of the failing pivot (≤ 0 or not finite). */
   readonly value: number;
   /**
+   * Creates the error; the message names the matrix, the pivot, its value and the damping.
+   *
    * @param matrix the matrix name
    * @param pivot the failing pivot index
    * @param damp the relative damping that was used
