@@ -911,6 +911,20 @@ function planAttention(
   };
 }
 
+/** Splits the heads `h0…` of one chunk and computes their probabilities `[Hc, T, Lk]`. */
+function attentionProbs(P: AttentionPlan, q: Tensor, k: Tensor, v: Tensor, h0: number) {
+  const hc = Math.min(P.headsPerChunk, P.H - h0);
+  const qh = new Tensor(q.rt, [hc, P.T, P.D], "f32", "attention.q_heads");
+  const kh = new Tensor(q.rt, [hc, k.rows, P.D], "f32", "attention.k_heads");
+  const vh = new Tensor(q.rt, [hc, k.rows, P.D], "f32", "attention.v_heads");
+  headsSplit(qh, q, h0, 1, P.D);
+  headsSplit(kh, k, h0, P.g, P.D);
+  headsSplit(vh, v, h0, P.g, P.D);
+  const prob = matmul(qh, kh, { transB: true, name: "attention.probs" });
+  softmaxForward(prob, P.scale, P.qOffset, P.L, P.window);
+  return { qh, kh, vh, prob };
+}
+
 /**
  * Causal multi-head attention (grouped-query, optional sliding window), computed per chunk of
  * heads with the GEMM: `out = softmax(scale·q·kᵀ + mask)·v`. Keeps nothing: the backward
@@ -932,17 +946,8 @@ export function attentionForward(
 ): void {
   const P = planAttention("attentionForward", q, k, v, sh);
   check("attentionForward", out, q.size, "out");
-  const rt = q.rt;
   for (let h0 = 0; h0 < P.H; h0 += P.headsPerChunk) {
-    const hc = Math.min(P.headsPerChunk, P.H - h0);
-    const qh = new Tensor(rt, [hc, P.T, P.D], "f32", "attention.q_heads");
-    const kh = new Tensor(rt, [hc, k.rows, P.D], "f32", "attention.k_heads");
-    const vh = new Tensor(rt, [hc, k.rows, P.D], "f32", "attention.v_heads");
-    headsSplit(qh, q, h0, 1, P.D);
-    headsSplit(kh, k, h0, P.g, P.D);
-    headsSplit(vh, v, h0, P.g, P.D);
-    const s = matmul(qh, kh, { transB: true, name: "attention.scores" });
-    softmaxForward(s, P.scale, P.qOffset, P.L, P.window);
+    const { qh, kh, vh, prob: s } = attentionProbs(P, q, k, v, h0);
     const oh = matmul(s, vh, { name: "attention.out_heads" });
     headsMerge(out, oh, h0, 1, P.D, false);
     for (const t of [qh, kh, vh, s, oh]) t.dispose();
@@ -971,19 +976,10 @@ export function attentionBackward(
   check("attentionBackward", dk, k.size, "dk");
   check("attentionBackward", dv, v.size, "dv");
   check("attentionBackward", dout, q.size, "dout");
-  const rt = q.rt;
   for (let h0 = 0; h0 < P.H; h0 += P.headsPerChunk) {
-    const hc = Math.min(P.headsPerChunk, P.H - h0);
-    const qh = new Tensor(rt, [hc, P.T, P.D], "f32", "attention.q_heads");
-    const kh = new Tensor(rt, [hc, k.rows, P.D], "f32", "attention.k_heads");
-    const vh = new Tensor(rt, [hc, k.rows, P.D], "f32", "attention.v_heads");
-    const doh = new Tensor(rt, [hc, P.T, P.D], "f32", "attention.dout_heads");
-    headsSplit(qh, q, h0, 1, P.D);
-    headsSplit(kh, k, h0, P.g, P.D);
-    headsSplit(vh, v, h0, P.g, P.D);
+    const { qh, kh, vh, prob } = attentionProbs(P, q, k, v, h0);
+    const doh = new Tensor(q.rt, [qh.shape[0], P.T, P.D], "f32", "attention.dout_heads");
     headsSplit(doh, dout, h0, 1, P.D);
-    const prob = matmul(qh, kh, { transB: true, name: "attention.probs" });
-    softmaxForward(prob, P.scale, P.qOffset, P.L, P.window);
     const dvh = matmul(prob, doh, { transA: true, name: "attention.dv_heads" });
     const ds = matmul(doh, vh, { transB: true, name: "attention.dscores" });
     softmaxBackward(ds, prob, P.scale);

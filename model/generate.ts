@@ -30,15 +30,20 @@ export interface GenerateIdsOptions extends GenerateOptions {
   eosId?: number | null;
 }
 
-/** Mulberry32 uniform draws in [0, 1). */
-function uniforms(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    let t = (s = (s + 0x6d2b79f5) >>> 0);
+/** Mulberry32 uniform generator (sampled-Fisher labels, generation). */
+export class Uniform {
+  #s: number;
+  /** @param seed 32-bit seed */
+  constructor(seed: number) {
+    this.#s = seed >>> 0;
+  }
+  /** A uniform draw in [0, 1). */
+  next(): number {
+    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  }
 }
 
 /**
@@ -102,7 +107,7 @@ export async function generateIds(
   const temperature = opts.temperature ?? 0;
   const topP = opts.topP ?? 1;
   const eos = opts.eosId === undefined ? lm.config.eosTokenId : opts.eosId;
-  const rand = uniforms(opts.seed ?? 0);
+  const rand = new Uniform(opts.seed ?? 0);
   const all = Array.from(prompt);
   const room = Math.max(0, Math.min(maxTokens, lm.maxSeqLen - all.length));
   const kv = opts.useCache === false ? null : lm.newKvCache(all.length + room);
@@ -110,7 +115,7 @@ export async function generateIds(
   try {
     let logits = await lm.lastLogits(all, 0, kv);
     for (let step = 0; step < room; step++) {
-      const id = pickToken(logits, temperature, topP, rand());
+      const id = pickToken(logits, temperature, topP, rand.next());
       out.push(id);
       all.push(id);
       if (id === eos || step === room - 1) break;

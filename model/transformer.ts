@@ -40,7 +40,7 @@ import type {
   TextTokenizer,
   WeightSource,
 } from "./types.ts";
-import { generateText } from "./generate.ts";
+import { generateText, Uniform } from "./generate.ts";
 
 /** An error about a model: bad weights, bad token ids, unsupported options. Names the tensor/flag. */
 export class ModelError extends Error {
@@ -361,22 +361,6 @@ export class Taps {
   }
 }
 
-/** Mulberry32 uniform generator (for sampled-Fisher labels and generation). */
-export class Uniform {
-  #s: number;
-  /** @param seed 32-bit seed */
-  constructor(seed: number) {
-    this.#s = seed >>> 0;
-  }
-  /** A uniform draw in [0, 1). */
-  next(): number {
-    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-}
-
 /** A causal LM on the GPU built from a {@link DecoderNet}; implements {@link CausalLM}. */
 export class DecoderLM implements CausalLM {
   /**
@@ -384,6 +368,13 @@ export class DecoderLM implements CausalLM {
    * above it, layers are recomputed during the backward (one extra forward).
    */
   static activationBudget = 2 * 1024 ** 3;
+  /**
+   * Bytes of temporaries that may be recorded before waiting for the GPU: freed buffers are only
+   * released once the work using them has run, so a long unsynchronised pass would hold every
+   * temporary of every layer at once.
+   */
+  static syncBytes = 1024 ** 3;
+  #pending = 0;
   #fisherStream = new Uniform(0x5eed);
   #disposed = false;
 
@@ -436,6 +427,16 @@ export class DecoderLM implements CausalLM {
     return Tensor.fromSync(this.net.rt, arr, [arr.length], "i32", what);
   }
 
+  /** Counts a layer's temporaries (`factor` × its estimate) and waits for the GPU past the limit. */
+  async #pace(T: number, factor: number): Promise<void> {
+    const scores = 4 * T * T * this.net.config.numHeads;
+    this.#pending += factor * (this.net.savedBytesPerLayer(T) + scores);
+    if (this.#pending >= DecoderLM.syncBytes) {
+      this.#pending = 0;
+      await this.net.rt.sync();
+    }
+  }
+
   /** Runs embedding + layers (no saving) and returns the residual stream after the last layer. */
   async #trunk(
     ids: Tensor,
@@ -454,6 +455,7 @@ export class DecoderLM implements CausalLM {
       taps?.release();
       h.dispose();
       h = out;
+      await this.#pace(ids.size, 1);
     }
     return h;
   }
@@ -653,6 +655,7 @@ export class DecoderLM implements CausalLM {
         const r = await net.layerForward(l, h, { pos0: 0, kv: null, save: keepAll, taps: null });
         saved.push(r.saved);
         h = ar.own(r.out);
+        await this.#pace(T, keepAll ? 0.5 : 1);
       }
       const fin = net.finalForward(h, true);
       ar.own(fin.out);
@@ -695,6 +698,7 @@ export class DecoderLM implements CausalLM {
           sv.dispose();
           taps.release();
         }
+        await this.#pace(T, 2.5);
       }
       dh.dispose();
       return this.#meanLoss(await losses.read(), T);

@@ -6,8 +6,17 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import type { LlamaConfig, ModelConfig, OptConfig } from "../model/types.ts";
 import type { HostTensor } from "./_tiny_models.ts";
+import { assertClose, relFrob } from "./_util.ts";
+
+/** Logits agree with the float64 reference within 1e-4 (relative to the largest logit). */
+export function assertLogitsClose(got: Float32Array, want: Float64Array, what: string): void {
+  const scale = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  assert.ok(relFrob(got, want) <= 1e-4, `${what}: relative error ${relFrob(got, want)}`);
+  assertClose(got, want, 0, 1e-4 * scale, what);
+}
 
 /** Adds `eps` to output entry `[t, r]` of the module named `module` (HF prefix). */
 export interface Perturbation {
