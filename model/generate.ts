@@ -33,7 +33,11 @@ export interface GenerateIdsOptions extends GenerateOptions {
 /** Mulberry32 uniform generator (sampled-Fisher labels, generation). */
 export class Uniform {
   #s: number;
-  /** @param seed 32-bit seed */
+  /**
+   * A generator seeded with `seed`.
+   *
+   * @param seed 32-bit seed
+   */
   constructor(seed: number) {
     this.#s = seed >>> 0;
   }

@@ -78,10 +78,15 @@ const finalSaved = new WeakMap<Arena, { h: Tensor; r: Tensor }>();
 
 /** Llama decoder stack (implements {@link DecoderNet}). */
 export class LlamaNet implements DecoderNet {
+  /** Model family. */
   readonly family = "llama" as const;
+  /** Residual width d. */
   readonly hidden: number;
+  /** Width of the LM head input. */
   readonly headDim: number;
+  /** Number of decoder layers. */
   readonly numLayers: number;
+  /** Key/value width KH·D. */
   readonly kvWidth: number;
   readonly maxPositions = Number.POSITIVE_INFINITY;
   readonly linears: Linear[];

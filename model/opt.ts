@@ -85,10 +85,15 @@ const savedActs = new WeakMap<Arena, OptSaved>();
 
 /** OPT decoder stack (implements {@link DecoderNet}). */
 export class OptNet implements DecoderNet {
+  /** Model family. */
   readonly family = "opt" as const;
+  /** Residual width d. */
   readonly hidden: number;
+  /** Width of the LM head input. */
   readonly headDim: number;
+  /** Number of decoder layers. */
   readonly numLayers: number;
+  /** Key/value width KH·D. */
   readonly kvWidth: number;
   readonly maxPositions: number;
   readonly linears: Linear[];

@@ -44,7 +44,11 @@ import { generateText, Uniform } from "./generate.ts";
 
 /** An error about a model: bad weights, bad token ids, unsupported options. Names the tensor/flag. */
 export class ModelError extends Error {
-  /** @param message what went wrong (naming the tensor, layer or flag) */
+  /**
+   * Creates the error.
+   *
+   * @param message what went wrong (naming the tensor, layer or flag)
+   */
   constructor(message: string) {
     super(message);
     this.name = "ModelError";
@@ -65,7 +69,11 @@ export function chunkSize(rt: Runtime): number {
 /** A set of temporaries freed together (a layer's saved activations, a call's scratch). */
 export class Arena {
   #tensors: Tensor[] = [];
-  /** @param rt the runtime to allocate on */
+  /**
+   * An empty arena.
+   *
+   * @param rt the runtime to allocate on
+   */
   constructor(readonly rt: Runtime) {}
   /** A new zero f32 tensor owned by the arena. */
   f32(shape: readonly number[], name: string): Tensor {
@@ -90,6 +98,8 @@ export class Linear implements PrunableLinear {
   /** LoRA adapter, or null. */
   adapter: LoraAdapter | null = null;
   /**
+   * Wraps uploaded weights as a prunable module.
+   *
    * @param name HF prefix (`…q_proj`)
    * @param layer decoder layer index
    * @param kind module kind
@@ -282,8 +292,11 @@ export interface LayerResult {
  * norm, the LM head. `opt.ts` and `llama.ts` each provide one.
  */
 export interface DecoderNet {
+  /** Model family. */
   readonly family: "opt" | "llama";
+  /** The normalised config. */
   readonly config: ModelConfig;
+  /** The GPU runtime holding the weights. */
   readonly rt: Runtime;
   /** Residual width d. */
   readonly hidden: number;
@@ -325,6 +338,8 @@ export interface DecoderNet {
 export class Taps {
   #aug = new Map<Tensor, Tensor>();
   /**
+   * Wraps a tap handler.
+   *
    * @param handler the user's tap handler
    * @param maxOutgrad clamp for g (0 = off)
    */
@@ -379,6 +394,8 @@ export class DecoderLM implements CausalLM {
   #disposed = false;
 
   /**
+   * Wraps a family implementation as a {@link CausalLM}.
+   *
    * @param net the family implementation
    * @param tokenizer tokenizer, if any
    * @param sourceDir folder the model came from, if any
