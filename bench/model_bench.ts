@@ -7,7 +7,8 @@
  * Run alone: `./deno run -A bench/model_bench.ts [--tokens 2048] [--runs 3]` prints one JSON
  * object per line. `--reference` instead prints the perplexities of the real models in
  * `../shared/data` (MANIFEST.md §8): TinyStories first 64 windows, WikiText-2 test first 64
- * windows and the full WikiText-2 test set.
+ * windows and the full WikiText-2 test set (`--quick` skips the full set; `--model NAME` picks
+ * one of `stories260K`, `babyllama-tok105`).
  *
  * @module
  */
@@ -165,6 +166,7 @@ async function perplexity(
 export async function referencePerplexities(
   emit: (r: Record<string, unknown>) => void,
   quick = false,
+  models: string[] = ["stories260K", "babyllama-tok105"],
 ): Promise<void> {
   const data = new URL("../../shared/data/", import.meta.url).pathname;
   const lines = Deno.readTextFileSync(`${data}wikitext-2-raw/wiki.test.raw`).split("\n");
@@ -173,7 +175,7 @@ export async function referencePerplexities(
   const wiki = rows.join("\n\n");
   const stories = Deno.readTextFileSync(`${data}tinystories/valid.txt`).split("<|endoftext|>")
     .map((s) => s.trim()).filter((s) => s !== "");
-  for (const name of ["stories260K", "babyllama-tok105"]) {
+  for (const name of models) {
     const model = await loadModel(`${data}models/hf/${name}`);
     const L = model.maxSeqLen;
     const tok = model.tokenizer!;
@@ -219,9 +221,10 @@ if (import.meta.main) {
       runs: { type: "string", default: "1" },
       reference: { type: "boolean", default: false },
       quick: { type: "boolean", default: false },
+      model: { type: "string", multiple: true },
     },
   });
   const print = (r: unknown) => console.log(JSON.stringify(r));
-  if (values.reference) await referencePerplexities(print, values.quick);
+  if (values.reference) await referencePerplexities(print, values.quick, values.model);
   else await run(print, { tokens: Number(values.tokens), runs: Number(values.runs) });
 }
