@@ -7,17 +7,35 @@
  * The host is noisy (PLATFORM.md §4), so the 2048² comparison with jax-js alternates the two
  * implementations sample by sample and reports the ratio from the same process.
  *
+ * Besides the wall-clock median (`ms`, `gflops`), GPU benchmarks report `cpu_gflops`: flops per
+ * second of process CPU time, times the adapter's 2 worker threads (`LP_NUM_THREADS`). On the
+ * software adapter the "GPU" is the CPU, so this estimates what the run reaches on an otherwise
+ * idle 2-core host when other processes compete for the cores; it is an estimate, not a timing.
+ *
  * Flop counts: 2n³ for a product (also for `syrk_acc_2048`, although the symmetric kernel does
  * about half of them, so that the figure compares with a general GEMM), n³/3 for Cholesky.
  *
  * @module
  */
+import process from "node:process";
 import { gpu, type Runtime } from "../kernels/device.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { type GemmOptions, matmul } from "../kernels/gemm.ts";
 import { type Emit, median } from "./main.ts";
 
 const gflops = (flops: number, ms: number) => Math.round((flops / ms / 1e6) * 100) / 100;
+const THREADS = Number(Deno.env.get("LP_NUM_THREADS") ?? 2) || 2;
+
+/** Wall and process-CPU milliseconds of `fn`. */
+async function measure(fn: () => Promise<unknown>): Promise<{ ms: number; cpu: number }> {
+  const c0 = process.cpuUsage(), t0 = performance.now();
+  await fn();
+  const c = process.cpuUsage(c0);
+  return { ms: performance.now() - t0, cpu: (c.user + c.system) / 1000 };
+}
+
+/** `cpu_gflops` from a CPU-time median (see the module doc). */
+const cpuGflops = (flops: number, cpuMs: number) => gflops(flops, cpuMs / THREADS);
 
 function randomMatrix(n: number, m: number, seed: number): Float32Array {
   const out = new Float32Array(n * m);
@@ -29,7 +47,7 @@ function randomMatrix(n: number, m: number, seed: number): Float32Array {
   return out;
 }
 
-/** Median ms of `inner` products recorded in one submission, per product. */
+/** Median wall and CPU ms of `inner` products recorded in one submission, per product. */
 async function timeOurs(
   rt: Runtime,
   a: Tensor,
@@ -37,17 +55,19 @@ async function timeOurs(
   opts: GemmOptions,
   samples: number,
   inner: number,
-): Promise<number> {
+): Promise<{ ms: number; cpu: number }> {
   matmul(a, b, opts);
   await rt.sync(); // warm-up: compiles the kernel
-  const ts: number[] = [];
+  const ts: number[] = [], cs: number[] = [];
   for (let s = 0; s < samples; s++) {
-    const t0 = performance.now();
-    for (let i = 0; i < inner; i++) matmul(a, b, opts);
-    await rt.sync();
-    ts.push((performance.now() - t0) / inner);
+    const m = await measure(async () => {
+      for (let i = 0; i < inner; i++) matmul(a, b, opts);
+      await rt.sync();
+    });
+    ts.push(m.ms / inner);
+    cs.push(m.cpu / inner);
   }
-  return median(ts);
+  return { ms: median(ts), cpu: median(cs) };
 }
 
 /** Plain TypeScript f32 GEMM, 4×4 register blocks over an i-k-j order (the best TS variant). */
@@ -88,14 +108,15 @@ async function loadJax(): Promise<Jax> {
   return jax;
 }
 
-/** One jax-js matmul, waited for; returns ms. */
-async function jaxMatmul(jax: Jax, a: Jax, b: Jax): Promise<number> {
-  const t0 = performance.now();
-  const c = jax.numpy.matmul(a.ref, b.ref);
-  await jax.blockUntilReady(c);
-  const ms = performance.now() - t0;
+/** One jax-js matmul, waited for. */
+async function jaxMatmul(jax: Jax, a: Jax, b: Jax): Promise<{ ms: number; cpu: number }> {
+  let c: Jax = null;
+  const m = await measure(async () => {
+    c = jax.numpy.matmul(a.ref, b.ref);
+    await jax.blockUntilReady(c);
+  });
   c.dispose();
-  return ms;
+  return m;
 }
 
 /**
@@ -117,8 +138,16 @@ export async function run(emit: Emit): Promise<void> {
     const a = Tensor.fromSync(rt, randomMatrix(n, n, 1), [n, n]);
     const b = Tensor.fromSync(rt, randomMatrix(n, n, 2), [n, n]);
     const out = Tensor.emptySync(rt, [n, n]);
-    const ms = await timeOurs(rt, a, b, { out }, 7, 4);
-    emit({ bench: "gemm_nn_1024", n, ms, gflops: gflops(2 * n ** 3, ms), adapter });
+    const { ms, cpu } = await timeOurs(rt, a, b, { out }, 7, 4);
+    const f = 2 * n ** 3;
+    emit({
+      bench: "gemm_nn_1024",
+      n,
+      ms,
+      gflops: gflops(f, ms),
+      cpu_gflops: cpuGflops(f, cpu),
+      adapter,
+    });
     for (const t of [a, b, out]) t.dispose();
   }
 
@@ -151,23 +180,34 @@ export async function run(emit: Emit): Promise<void> {
         ja = jb = null;
       }
     }
-    const ours: number[] = [], theirs: number[] = [];
+    const ours: { ms: number; cpu: number }[] = [], theirs: { ms: number; cpu: number }[] = [];
     for (let s = 0; s < 5; s++) {
-      const t0 = performance.now();
-      matmul(a, b, { out });
-      await rt.sync();
-      ours.push(performance.now() - t0);
+      ours.push(
+        await measure(async () => {
+          matmul(a, b, { out });
+          await rt.sync();
+        }),
+      );
       if (ja) theirs.push(await jaxMatmul(jax, ja, jb));
     }
-    const ms = median(ours);
-    emit({ bench: "gemm_nn_2048", n, ms, gflops: gflops(2 * n ** 3, ms), adapter });
+    const f = 2 * n ** 3;
+    const ms = median(ours.map((x) => x.ms)), cpu = median(ours.map((x) => x.cpu));
+    emit({
+      bench: "gemm_nn_2048",
+      n,
+      ms,
+      gflops: gflops(f, ms),
+      cpu_gflops: cpuGflops(f, cpu),
+      adapter,
+    });
     if (ja) {
-      const jms = median(theirs);
+      const jms = median(theirs.map((x) => x.ms)), jcpu = median(theirs.map((x) => x.cpu));
       emit({
         bench: "jaxjs_gemm_2048",
         n,
         ms: jms,
-        gflops: gflops(2 * n ** 3, jms),
+        gflops: gflops(f, jms),
+        cpu_gflops: cpuGflops(f, jcpu),
         ours_over_jaxjs: Math.round((jms / ms) * 100) / 100,
         note: "samples alternate with gemm_nn_2048 in the same process",
       });
@@ -180,18 +220,20 @@ export async function run(emit: Emit): Promise<void> {
 
   // 2048², Aᵀ·B.
   {
-    const ms = await timeOurs(rt, a, b, { out, transA: true }, 5, 1);
-    emit({ bench: "gemm_tn_2048", n, ms, gflops: gflops(2 * n ** 3, ms) });
+    const { ms, cpu } = await timeOurs(rt, a, b, { out, transA: true }, 5, 1);
+    const f = 2 * n ** 3;
+    emit({ bench: "gemm_tn_2048", n, ms, gflops: gflops(f, ms), cpu_gflops: cpuGflops(f, cpu) });
   }
 
   // Curvature-factor accumulation C += XᵀX, X 2048×2048 (symmetric kernel).
   {
-    const ms = await timeOurs(rt, a, a, { out, transA: true, beta: 1 }, 5, 1);
+    const { ms, cpu } = await timeOurs(rt, a, a, { out, transA: true, beta: 1 }, 5, 1);
     emit({
       bench: "syrk_acc_2048",
       n,
       ms,
       gflops: gflops(2 * n ** 3, ms),
+      cpu_gflops: cpuGflops(2 * n ** 3, cpu),
       note: "flops counted as 2n³; the symmetric kernel computes each off-diagonal block once",
     });
   }

@@ -535,6 +535,9 @@ struct P { n: u32, len: u32, s: f32, p2: u32 };
  * An `[n, m]` identity matrix (ones on the main diagonal). With a runtime first it returns the
  * tensor directly; with sizes only it resolves the shared runtime first.
  *
+ * @param rt the runtime
+ * @param n rows
+ * @param m columns (default n)
  * @example Usage
  * ```ts ignore
  * const I = eye(rt, 4);        // sync, [4, 4]
@@ -542,8 +545,14 @@ struct P { n: u32, len: u32, s: f32, p2: u32 };
  * ```
  */
 export function eye(rt: Runtime, n: number, m?: number): Tensor;
-/** @param n rows @param m columns (default n) */
+/**
+ * An `[n, m]` identity matrix on the shared runtime.
+ *
+ * @param n rows
+ * @param m columns (default n)
+ */
 export function eye(n: number, m?: number): Promise<Tensor>;
+/** Implementation of both {@link eye} overloads. */
 export function eye(x: Runtime | number, n?: number, m?: number): Tensor | Promise<Tensor> {
   if (typeof x === "number") {
     return Tensor.zeros([x, n ?? x], "eye").then((t) => fillEye(t));
