@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { mergeArgs } from "./cli_flags.ts";
+import { mergeArgs, parseFlags } from "./cli_flags.ts";
 import { main } from "./surgeon.ts";
 
 /** The demonstration's settings. */
@@ -31,8 +31,35 @@ export const OFFLINE_HINT = [
   " --data_dir a folder holding wikitext-2-raw/wiki.{train,valid,test}.raw.)",
 ].join("\n");
 
+/**
+ * The demonstration's window length, 512, cut to a local model's context length when that is
+ * shorter (e.g. babyllama-tok105 has 256).
+ * @param args the merged command line
+ */
+export async function demoSeqlen(args: string[]): Promise<string[]> {
+  const cfg = parseFlags(args);
+  if (cfg.seqlen === null || cfg.seqlen <= 0) return args;
+  try {
+    const raw = JSON.parse(await Deno.readTextFile(`${cfg.model_str}/config.json`));
+    const max = Number(raw.max_position_embeddings);
+    if (Number.isInteger(max) && max > 1 && max < cfg.seqlen) {
+      return [...args, "--seqlen", String(max)];
+    }
+  } catch {
+    // a Hub id or an unreadable folder: the command line reports it
+  }
+  return args;
+}
+
 if (import.meta.main) {
-  const args = mergeArgs(PRESET, Deno.args);
+  let args = mergeArgs(PRESET, Deno.args);
+  if (!Deno.args.some((a) => /^--seqlen\b/.test(a))) {
+    try {
+      args = await demoSeqlen(args);
+    } catch {
+      // bad flags: main() below explains them
+    }
+  }
   const code = await main(args, "deno task prune");
   const local = Deno.args.includes("--data_dir") || Deno.args.includes("--data-dir");
   if (code === 1 && !local) console.error("\n" + OFFLINE_HINT);

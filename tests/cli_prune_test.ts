@@ -34,3 +34,24 @@ Deno.test("examples/prune.ts offline explains how to use a local model and data 
     await Deno.remove(logRoot, { recursive: true });
   }
 });
+
+Deno.test("examples/prune.ts cuts its 512-token windows to a local model's shorter context", async () => {
+  const { demoSeqlen, PRESET } = await import("../examples/prune.ts");
+  const { mergeArgs, parseFlags } = await import("../examples/cli_flags.ts");
+  const dir = await Deno.makeTempDir({ prefix: "cli_prune_model_" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/config.json`,
+      '{"model_type":"llama","max_position_embeddings":128}',
+    );
+    const short = await demoSeqlen(mergeArgs(PRESET, ["--model_str", dir]));
+    assert.equal(parseFlags(short).seqlen, 128);
+    await Deno.writeTextFile(
+      `${dir}/config.json`,
+      '{"model_type":"llama","max_position_embeddings":4096}',
+    );
+    assert.equal(parseFlags(await demoSeqlen(mergeArgs(PRESET, ["--model_str", dir]))).seqlen, 512);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
