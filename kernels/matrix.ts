@@ -59,13 +59,8 @@ interface IndexOp {
   /** Iteration space. */
   rows: number;
   cols: number;
-  /** Indexed side as a matrix; columns ≥ idxCols are skipped. */
-  idxRows: number;
-  idxLd: number;
-  idxCols: number;
   /** Value written in scatter-a-value mode. */
-  value: number;
-  what: string;
+  value?: number;
 }
 
 function indexSource(mode: string, hasPlain: boolean, hasR: boolean, hasC: boolean): string {
@@ -113,19 +108,22 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: 
 function indexOp(o: IndexOp): void {
   const rt = o.indexed.rt;
   if (o.rows === 0 || o.cols === 0) return;
+  // The indexed side as a matrix; its columns bound the column indices.
+  const idxRows = o.indexed.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+  const idxLd = o.indexed.cols, idxCols = idxLd;
   const hasPlain = o.plain !== null;
   const kernel = rt.kernel(
     `index2d_${o.mode}_${hasPlain ? "t" : "v"}${o.rowIdx ? "r" : ""}${o.colIdx ? "c" : ""}`,
     indexSource(o.mode, hasPlain, o.rowIdx !== null, o.colIdx !== null),
   );
   const itChunk = hasPlain ? chunkRows(rt, o.cols) : o.rows;
-  const ixChunk = chunkRows(rt, o.idxLd);
+  const ixChunk = chunkRows(rt, idxLd);
   for (let i0 = 0; i0 < o.rows; i0 += itChunk) {
     const ni = Math.min(itChunk, o.rows - i0);
     const pw = hasPlain ? window(rt, o.plain!, i0 * o.cols, ni * o.cols) : null;
-    for (let x0 = 0; x0 < o.idxRows; x0 += ixChunk) {
-      const nx = Math.min(ixChunk, o.idxRows - x0);
-      const xw = window(rt, o.indexed, x0 * o.idxLd, nx * o.idxLd);
+    for (let x0 = 0; x0 < idxRows; x0 += ixChunk) {
+      const nx = Math.min(ixChunk, idxRows - x0);
+      const xw = window(rt, o.indexed, x0 * idxLd, nx * idxLd);
       const bindings = [];
       if (pw) bindings.push(pw.range);
       bindings.push(xw.range);
@@ -140,9 +138,9 @@ function indexOp(o: IndexOp): void {
         x0,
         nx,
         xw.off,
-        o.idxLd,
-        o.idxCols,
-        f32Bits(o.value),
+        idxLd,
+        idxCols,
+        f32Bits(o.value ?? 0),
         0,
       );
       rt.dispatch(kernel, bindings, params, grid(Math.ceil((ni * o.cols) / WG)));
@@ -174,11 +172,6 @@ export function padCols(a: Tensor, cols: number): Tensor {
     colIdx: null,
     rows: R,
     cols,
-    idxRows: R,
-    idxLd: C,
-    idxCols: C,
-    value: 0,
-    what: "padCols",
   });
   return out;
 }
@@ -207,11 +200,6 @@ export function unpadCols(src: Tensor, out: Tensor): Tensor {
     colIdx: null,
     rows: R,
     cols: out.cols,
-    idxRows: R,
-    idxLd: C,
-    idxCols: C,
-    value: 0,
-    what: "unpadCols",
   });
   return out;
 }
@@ -228,7 +216,7 @@ export function unpadCols(src: Tensor, out: Tensor): Tensor {
  * ```
  */
 export function gatherRows(a: Tensor, idx: Tensor): Tensor {
-  const [R, C] = asMatrix(a, "gatherRows");
+  const [, C] = asMatrix(a, "gatherRows");
   checkIdx(idx, "gatherRows");
   const out = new Tensor(a.rt, [idx.size, C], a.dtype, `${a.name}_rows`);
   indexOp({
@@ -239,11 +227,6 @@ export function gatherRows(a: Tensor, idx: Tensor): Tensor {
     colIdx: null,
     rows: idx.size,
     cols: C,
-    idxRows: R,
-    idxLd: C,
-    idxCols: C,
-    value: 0,
-    what: "gatherRows",
   });
   return out;
 }
@@ -288,11 +271,6 @@ export function submatrix(a: Tensor, rowIdx: Tensor | null, colIdx: Tensor | nul
     colIdx,
     rows,
     cols,
-    idxRows: R,
-    idxLd: C,
-    idxCols: C,
-    value: 0,
-    what: "submatrix",
   });
   return out;
 }
@@ -331,11 +309,6 @@ export function scatterSubmatrix(
     colIdx,
     rows,
     cols,
-    idxRows: R,
-    idxLd: C,
-    idxCols: C,
-    value: 0,
-    what: "scatterSubmatrix",
   });
   return dst;
 }
@@ -352,7 +325,7 @@ export function scatterSubmatrix(
  * ```
  */
 export function setRows(a: Tensor, idx: Tensor, value: number): Tensor {
-  const [R, C] = asMatrix(a, "setRows");
+  const [, C] = asMatrix(a, "setRows");
   checkIdx(idx, "setRows");
   indexOp({
     mode: "scatter",
@@ -362,11 +335,7 @@ export function setRows(a: Tensor, idx: Tensor, value: number): Tensor {
     colIdx: null,
     rows: idx.size,
     cols: C,
-    idxRows: R,
-    idxLd: C,
-    idxCols: C,
     value,
-    what: "setRows",
   });
   return a;
 }
@@ -383,7 +352,7 @@ export function setRows(a: Tensor, idx: Tensor, value: number): Tensor {
  * ```
  */
 export function setCols(a: Tensor, idx: Tensor, value: number): Tensor {
-  const [R, C] = asMatrix(a, "setCols");
+  const [R] = asMatrix(a, "setCols");
   checkIdx(idx, "setCols");
   indexOp({
     mode: "scatter",
@@ -393,11 +362,7 @@ export function setCols(a: Tensor, idx: Tensor, value: number): Tensor {
     colIdx: idx,
     rows: R,
     cols: idx.size,
-    idxRows: R,
-    idxLd: C,
-    idxCols: C,
     value,
-    what: "setCols",
   });
   return a;
 }
