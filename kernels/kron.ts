@@ -12,7 +12,8 @@ import { Tensor } from "./tensor.ts";
 import { matmul } from "./gemm.ts";
 import { map } from "./elementwise.ts";
 import { reduce } from "./reduce.ts";
-import { diag } from "./matrix.ts";
+import { diag, transpose } from "./matrix.ts";
+import { spdSolve } from "./linalg.ts";
 
 function square(t: Tensor, what: string, name: string): number {
   if (t.shape.length !== 2 || t.shape[0] !== t.shape[1]) {
@@ -92,6 +93,41 @@ export function kronMatVec(G: Tensor, A: Tensor, X: Tensor): Tensor {
   const out = matmul(GX, A, { transB: true, name: `kronMatVec(${X.name})` });
   GX.dispose();
   return out;
+}
+
+/**
+ * The inverse-factored product `(G_d ⊗ A_d)⁻¹·vec X = G_d⁻¹·X·A_d⁻¹` for symmetric positive
+ * definite factors, through two SPD solves (Cholesky with refinement, kernels/linalg.ts) instead
+ * of explicit inverses. `damp` applies the relative damping `M + λ·mean(diag M)·I` to both.
+ *
+ * @param G `[R, R]` SPD
+ * @param A `[C, C]` SPD
+ * @param X `[R, C]`
+ * @param opts relative damping λ of both factors (default 0)
+ * @example Usage
+ * ```ts ignore
+ * const Y = await kronSolve(G, A, W, { damp: 0.01 });
+ * ```
+ */
+export async function kronSolve(
+  G: Tensor,
+  A: Tensor,
+  X: Tensor,
+  opts: { damp?: number } = {},
+): Promise<Tensor> {
+  const R = square(G, "kronSolve", "G"), C = square(A, "kronSolve", "A");
+  const [xr, xc] = matrix(X, "kronSolve", "X");
+  if (xr !== R || xc !== C) {
+    throw new GpuError("kronSolve", `X ${X} must be [${R}, ${C}] to match G ${G} and A ${A}`);
+  }
+  const Y = await spdSolve(G, X, { damp: opts.damp, name: G.name }); // G⁻¹X
+  const Yt = transpose(Y);
+  Y.dispose();
+  const Zt = await spdSolve(A, Yt, { damp: opts.damp, name: A.name }); // A⁻¹(G⁻¹X)ᵀ
+  Yt.dispose();
+  const Z = transpose(Zt);
+  Zt.dispose();
+  return Z;
 }
 
 /**
