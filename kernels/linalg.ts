@@ -89,7 +89,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
  * Factors (mode 0) and/or inverts (mode 1: input already lower triangular) one leaf of at most
  * 64×64 inside one workgroup. Writes L (lower, zeros above), L⁻¹, and the first failing pivot.
  */
-const LEAF = `
+function leafSource(wg: number): string {
+  return `
 @group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read_write> L: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Li: array<f32>;
@@ -99,10 +100,10 @@ struct P { m: u32, base: u32, mode: u32, pad: u32 };
 const NB = ${NB}u;
 var<workgroup> a: array<f32, ${NB * NB}>;
 var<workgroup> piv: f32;
-@compute @workgroup_size(64)
+@compute @workgroup_size(${wg})
 fn main(@builtin(local_invocation_index) t: u32) {
   let m = p.m;
-  for (var idx = t; idx < m * m; idx += 64u) {
+  for (var idx = t; idx < m * m; idx += ${wg}u) {
     let i = idx / m; let j = idx % m;
     a[i * NB + j] = select(0.0, A[idx], j <= i);
   }
@@ -121,21 +122,20 @@ fn main(@builtin(local_invocation_index) t: u32) {
       }
       workgroupBarrier();
       let pv = piv;
-      for (var i = j + 1u + t; i < m; i += 64u) { a[i * NB + j] = a[i * NB + j] / pv; }
+      for (var i = j + 1u + t; i < m; i += ${wg}u) { a[i * NB + j] = a[i * NB + j] / pv; }
       workgroupBarrier();
-      for (var i = j + 1u + t; i < m; i += 64u) {
+      for (var i = j + 1u + t; i < m; i += ${wg}u) {
         let lij = a[i * NB + j];
         for (var k = j + 1u; k <= i; k++) { a[i * NB + k] = a[i * NB + k] - lij * a[k * NB + j]; }
       }
       workgroupBarrier();
     }
   }
-  for (var idx = t; idx < m * m; idx += 64u) {
+  for (var idx = t; idx < m * m; idx += ${wg}u) {
     let i = idx / m; let j = idx % m;
     L[idx] = a[i * NB + j];
   }
-  if (t < m) {
-    let c = t;
+  for (var c = t; c < m; c += ${wg}u) {
     for (var i = 0u; i < c; i++) { Li[i * m + c] = 0.0; }
     for (var i = c; i < m; i++) {
       var s = select(0.0, 1.0, i == c);
@@ -144,6 +144,7 @@ fn main(@builtin(local_invocation_index) t: u32) {
     }
   }
 }`;
+}
 
 /**
  * Adds σ = λ·mean(diag M) to the diagonal of M in place (one workgroup) and stores σ (f32 bits)
@@ -423,6 +424,15 @@ function assemble(b11: Tensor, b21: Tensor, b22: Tensor, name: string): Tensor {
   return out;
 }
 
+/**
+ * Workgroup size of the one-workgroup-per-problem kernels (leaves, batched systems). On the
+ * software adapter a workgroup is one SIMD batch of 8 lanes, so its barriers cost nothing; 64
+ * lanes would be 8 coroutines switching at every barrier (6× slower measured).
+ */
+function wgSize(rt: Runtime): number {
+  return rt.adapter.isSoftware ? 8 : 64;
+}
+
 /** A fresh status buffer: [first failing pivot, its value bits, σ bits, spare]. */
 function newStatus(rt: Runtime, name: string): Tensor {
   return Tensor.fromSync(rt, new Uint32Array([NO_FAILURE, 0, 0, 0]), [4], "u32", `${name}:status`);
@@ -450,7 +460,7 @@ function factorRec(
     const L = Tensor.emptySync(rt, [n, n], "f32", "cholesky:L");
     const Li = Tensor.emptySync(rt, [n, n], "f32", "cholesky:Linv");
     rt.dispatch(
-      rt.kernel("linalg_leaf", LEAF),
+      rt.kernel(`linalg_leaf_wg${wgSize(rt)}`, leafSource(wgSize(rt))),
       [A.range(), L.range(), Li.range(), status.range()],
       packParams(n, base, mode === "chol" ? 0 : 1, 0),
       [1],
@@ -933,7 +943,8 @@ async function solveRefined(
  * refinement with the double-f32 residual until the correction is below f32 rounding.
  * status[2s] = failing pivot + 1 (0: fine), status[2s + 1] = its value bits.
  */
-const BATCHED = `
+function batchedSource(wg: number): string {
+  return `
 @group(0) @binding(0) var<storage, read> Ms: array<f32>;
 @group(0) @binding(1) var<storage, read> Bs: array<f32>;
 @group(0) @binding(2) var<storage, read_write> W: array<f32>;
@@ -945,27 +956,36 @@ struct P { n: u32, k: u32, batch: u32, maxIt: u32, lambda: f32, one: f32, q0: f3
 ${COMPENSATED}
 var<workgroup> sigma: f32;
 var<workgroup> piv: f32;
-var<workgroup> redD: array<f32, 64>;
-var<workgroup> redX: array<f32, 64>;
+var<workgroup> redD: array<f32, ${wg}>;
+var<workgroup> redX: array<f32, ${wg}>;
 var<workgroup> done: u32;
 
-// Solves L·Lᵀ·y = y in place for column c of the n×k block at off (L at wo).
-fn cholSolveColumn(wo: u32, off: u32, c: u32) {
+// Solves L·Lᵀ·Y = Y in place for the n×k block of Rr at off (L at wo): column-oriented
+// substitution, invocations over rows (and right-hand sides), two barriers per step.
+fn cholSolve(wo: u32, off: u32, t: u32) {
   let n = p.n; let k = p.k;
-  for (var i = 0u; i < n; i++) {
-    var s = Rr[off + i * k + c];
-    for (var j = 0u; j < i; j++) { s -= W[wo + i * n + j] * Rr[off + j * k + c]; }
-    Rr[off + i * k + c] = s / W[wo + i * n + i];
+  for (var j = 0u; j < n; j++) {
+    for (var c = t; c < k; c += ${wg}u) { Rr[off + j * k + c] = Rr[off + j * k + c] / W[wo + j * n + j]; }
+    storageBarrier();
+    for (var idx = t; idx < (n - j - 1u) * k; idx += ${wg}u) {
+      let i = j + 1u + idx / k; let c = idx % k;
+      Rr[off + i * k + c] -= W[wo + j * n + i] * Rr[off + j * k + c];
+    }
+    storageBarrier();
   }
-  for (var ii = 0u; ii < n; ii++) {
-    let i = n - 1u - ii;
-    var s = Rr[off + i * k + c];
-    for (var j = i + 1u; j < n; j++) { s -= W[wo + j * n + i] * Rr[off + j * k + c]; }
-    Rr[off + i * k + c] = s / W[wo + i * n + i];
+  for (var jj = 0u; jj < n; jj++) {
+    let j = n - 1u - jj;
+    for (var c = t; c < k; c += ${wg}u) { Rr[off + j * k + c] = Rr[off + j * k + c] / W[wo + j * n + j]; }
+    storageBarrier();
+    for (var idx = t; idx < j * k; idx += ${wg}u) {
+      let i = idx / k; let c = idx % k;
+      Rr[off + i * k + c] -= W[wo + i * n + j] * Rr[off + j * k + c];
+    }
+    storageBarrier();
   }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
         @builtin(local_invocation_index) t: u32) {
   let s = wid.y * nw.x + wid.x;
@@ -980,12 +1000,21 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
   }
   workgroupBarrier();
   let sg = sigma;
-  for (var idx = t; idx < n * n; idx += 64u) {
-    let i = idx / n; let j = idx % n;
-    W[mo + idx] = select(0.0, Ms[mo + idx] + select(0.0, sg, i == j), j <= i);
+  // W holds Lᵀ (row j of W = column j of L), so that invocations over rows i read contiguously.
+  for (var idx = t; idx < n * n; idx += ${wg}u) {
+    let j = idx / n; let i = idx % n;
+    W[mo + idx] = select(0.0, Ms[mo + i * n + j] + select(0.0, sg, i == j), j <= i);
   }
   storageBarrier();
+  // Left-looking Cholesky: column j needs only finished columns; every invocation's dot
+  // product has the same length j, which keeps the SIMD lanes busy.
   for (var j = 0u; j < n; j++) {
+    for (var i = j + t; i < n; i += ${wg}u) {
+      var v = W[mo + j * n + i];
+      for (var q = 0u; q < j; q++) { v -= W[mo + q * n + i] * W[mo + q * n + j]; }
+      W[mo + j * n + i] = v;
+    }
+    storageBarrier();
     if (t == 0u) {
       var d = W[mo + j * n + j];
       if (!(d > 0.0) || d > 3.0e38) {
@@ -999,25 +1028,19 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
     storageBarrier();
     workgroupBarrier();
     let pv = piv;
-    for (var i = j + 1u + t; i < n; i += 64u) { W[mo + i * n + j] = W[mo + i * n + j] / pv; }
-    storageBarrier();
-    for (var i = j + 1u + t; i < n; i += 64u) {
-      let lij = W[mo + i * n + j];
-      for (var q = j + 1u; q <= i; q++) { W[mo + i * n + q] -= lij * W[mo + q * n + j]; }
-    }
+    for (var i = j + 1u + t; i < n; i += ${wg}u) { W[mo + j * n + i] = W[mo + j * n + i] / pv; }
     storageBarrier();
   }
   // First solution: X = (L·Lᵀ)⁻¹·B, via the scratch Rr.
-  for (var idx = t; idx < n * k; idx += 64u) { Rr[bo + idx] = Bs[bo + idx]; }
+  for (var idx = t; idx < n * k; idx += ${wg}u) { Rr[bo + idx] = Bs[bo + idx]; }
   storageBarrier();
-  for (var c = t; c < k; c += 64u) { cholSolveColumn(mo, bo, c); }
-  storageBarrier();
-  for (var idx = t; idx < n * k; idx += 64u) { X[bo + idx] = Rr[bo + idx]; }
+  cholSolve(mo, bo, t);
+  for (var idx = t; idx < n * k; idx += ${wg}u) { X[bo + idx] = Rr[bo + idx]; }
   storageBarrier();
   for (var it = 0u; it < p.maxIt; it++) {
     // Residual B − M·X − σ·X in double-f32.
     let ssg = split2(-sg, one);
-    for (var idx = t; idx < n * k; idx += 64u) {
+    for (var idx = t; idx < n * k; idx += ${wg}u) {
       let i = idx / k; let c = idx % k;
       var hi = Bs[bo + idx];
       var lo = 0.0;
@@ -1037,10 +1060,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
       Rr[bo + idx] = ts.x + (lo + ts.y + e);
     }
     storageBarrier();
-    for (var c = t; c < k; c += 64u) { cholSolveColumn(mo, bo, c); }
-    storageBarrier();
+    cholSolve(mo, bo, t);
     var md = 0.0; var mx = 0.0;
-    for (var idx = t; idx < n * k; idx += 64u) {
+    for (var idx = t; idx < n * k; idx += ${wg}u) {
       let d = Rr[bo + idx];
       let x = X[bo + idx] + d;
       X[bo + idx] = x;
@@ -1049,7 +1071,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
     }
     redD[t] = md; redX[t] = mx;
     workgroupBarrier();
-    for (var w = 32u; w > 0u; w = w / 2u) {
+    for (var w = ${wg / 2}u; w > 0u; w = w / 2u) {
       if (t < w) { redD[t] = max(redD[t], redD[t + w]); redX[t] = max(redX[t], redX[t + w]); }
       workgroupBarrier();
     }
@@ -1058,6 +1080,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
     if (workgroupUniformLoad(&done) == 1u) { break; }
   }
 }`;
+}
 
 /** Options of {@link batchedSpdSolve}. */
 export interface BatchedSpdSolveOptions {
@@ -1121,8 +1144,9 @@ export async function batchedSpdSolve(
   const status = Tensor.fromSync(rt, new Uint32Array(2 * b), [2 * b], "u32", `${name}:status`);
   try {
     const groups = b <= 65535 ? [b, 1] : [65535, Math.ceil(b / 65535)];
+    const wg = wgSize(rt);
     rt.dispatch(
-      rt.kernel("linalg_batched_spd_solve", BATCHED),
+      rt.kernel(`linalg_batched_spd_solve_wg${wg}`, batchedSource(wg)),
       [Ms.range(), Bs.range(), W.range(), X.range(), R.range(), status.range()],
       packParams(n, k, b, opts.maxRefine ?? 10, f32(damp), f32(1), f32(0), f32(0)),
       [groups[0], groups[1]],
