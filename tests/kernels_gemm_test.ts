@@ -189,6 +189,7 @@ Deno.test("matmul() gives the same result with every kernel configuration", asyn
   for (const config of configs) {
     await check(rng, 37, 29, 45, { config, beta: 1, bias: true });
     await check(rng, 12, 20, 16, { config, ta: true, tb: true, batch: 2 });
+    await check(rng, 9, 10, 7, { config, ta: true, batch: 2, beta: 1 }); // unaligned N, batched
   }
 });
 
