@@ -62,29 +62,18 @@ Deno.test("a run killed with SIGKILL at several points and resumed ends exactly 
   try {
     const f = await makeFixtures(root);
     const base = (logRoot: string) => [
-      "--model_str",
-      f.model,
-      "--data_dir",
-      f.data,
-      "--train_split",
-      "valid",
-      "--log_root",
-      logRoot,
-      "--curvature",
-      "identity",
-      "--obd",
-      "--structures",
-      "element",
-      "--sparsity",
-      "0.5",
-      "--shots",
-      "5",
-      "--nsamples",
-      "4",
-      "--seqlen",
-      "24",
-      "--eval_samples",
-      "2",
+      ...[
+        "--model_str",
+        f.model,
+        "--data_dir",
+        f.data,
+        "--train_split",
+        "valid",
+        "--log_root",
+        logRoot,
+      ],
+      ..."--curvature identity --obd --structures element --sparsity 0.5 --shots 5 --nsamples 4 --seqlen 24 --eval_samples 2"
+        .split(" "),
     ];
     const full = await runChild(base(`${root}/full`), null);
     assert.equal(full.code, 0, full.out);

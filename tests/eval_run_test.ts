@@ -6,29 +6,9 @@ import { type MetricsLine, RunFolder, runName, writeTextAtomic } from "../eval/r
 import { fakeDeps, makeFixtures } from "./_eval_fakes.ts";
 
 const args = (f: { model: string; data: string }, root: string) => [
-  "--model_str",
-  f.model,
-  "--data_dir",
-  f.data,
-  "--train_split",
-  "valid",
-  "--log_root",
-  `${root}/runs`,
-  "--curvature",
-  "identity",
-  "--obd",
-  "--structures",
-  "element",
-  "--sparsity",
-  "0.6",
-  "--shots",
-  "3",
-  "--nsamples",
-  "4",
-  "--seqlen",
-  "24",
-  "--eval_samples",
-  "3",
+  ...["--model_str", f.model, "--data_dir", f.data, "--log_root", `${root}/runs`],
+  ..."--train_split valid --curvature identity --obd --structures element --sparsity 0.6 --shots 3 --nsamples 4 --seqlen 24 --eval_samples 3"
+    .split(" "),
 ];
 
 Deno.test("runSurgeon() writes config.json, metrics.jsonl, summary.json, report.md and plots, atomically", async () => {
