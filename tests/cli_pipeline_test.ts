@@ -31,6 +31,9 @@ Deno.test("perplexity() of a real OPT with uniform logits equals the vocabulary 
 
 Deno.test("perplexity() of a real OPT-shaped head (50272 columns) with uniform logits is 50272", async () => {
   const ppl = await uniformPerplexity(50272);
+  // On lavapipe, one shader invocation runs at most ~65535 loop iterations in total (llvmpipe's
+  // loop limiter) and then silently leaves its loops: a one-lane-per-row cross-entropy over
+  // 50272 columns (max pass, then sum pass) sums only 65535 − 50272 terms → ppl ≈ 15262.
   assert.ok(
     Math.abs(ppl - 50272) <= 1e-5 * 50272,
     `ppl ${ppl}, expected 50272 (ALGORITHM.md §12 R10)`,
