@@ -101,27 +101,35 @@ function rmsNorm(x: Float64Array, T: number, C: number, w: ArrayLike<number>, ep
   return y;
 }
 
-/** softmax(q·kᵀ·scale + causal/window mask)·v, heads h using kv head ⌊h/g⌋. */
-function attention(
-  q: Float64Array,
-  k: Float64Array,
-  v: Float64Array,
+/**
+ * softmax(q·kᵀ·scale + mask)·v in float64: query t sits at position `qOffset + t` and sees keys
+ * `pos − window < j ≤ pos` (window 0 = all), head h uses kv head ⌊h/g⌋.
+ * q [T, H·D], k and v [L, KH·D].
+ */
+export function attentionRef(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
   T: number,
+  L: number,
   H: number,
   KH: number,
   D: number,
   scale: number,
+  qOffset: number,
   window: number,
-) {
+): Float64Array {
   const out = new Float64Array(T * H * D);
   const g = H / KH;
   for (let h = 0; h < H; h++) {
     const kh = Math.floor(h / g);
     for (let t = 0; t < T; t++) {
-      const lo = window > 0 ? Math.max(0, t - window + 1) : 0;
-      const s = new Float64Array(t + 1 - lo);
+      const pos = qOffset + t;
+      const hi = Math.min(pos, L - 1);
+      const lo = window > 0 ? Math.max(0, pos - window + 1) : 0;
+      const s = new Float64Array(Math.max(hi + 1 - lo, 0));
       let m = -Infinity;
-      for (let j = lo; j <= t; j++) {
+      for (let j = lo; j <= hi; j++) {
         let d = 0;
         for (let e = 0; e < D; e++) d += q[(t * H + h) * D + e] * k[(j * KH + kh) * D + e];
         s[j - lo] = d * scale;
@@ -129,7 +137,7 @@ function attention(
       }
       let z = 0;
       for (let j = 0; j < s.length; j++) z += s[j] = Math.exp(s[j] - m);
-      for (let j = lo; j <= t; j++) {
+      for (let j = lo; j <= hi; j++) {
         const p = s[j - lo] / z;
         for (let e = 0; e < D; e++) out[(t * H + h) * D + e] += p * v[(j * KH + kh) * D + e];
       }
@@ -175,7 +183,7 @@ export function optReference(
     const qq = module(w, `${q}.self_attn.q_proj`, xa, T, d, d, perturb).map((v) => v * D ** -0.5);
     const kk = module(w, `${q}.self_attn.k_proj`, xa, T, d, d, perturb);
     const vv = module(w, `${q}.self_attn.v_proj`, xa, T, d, d, perturb);
-    const att = attention(qq, kk, vv, T, H, H, D, 1, 0);
+    const att = attentionRef(qq, kk, vv, T, T, H, H, D, 1, 0, 0);
     const o = module(w, `${q}.self_attn.out_proj`, att, T, d, d, perturb);
     h = h.map((v, i) => v + o[i]);
     if (!cfg.doLayerNormBefore) h = ln(`${q}.self_attn_layer_norm`, h);
@@ -277,7 +285,7 @@ export function llamaReference(
     const q = rope(module(w, `${p}.self_attn.q_proj`, n1, T, d, H * D, perturb), T, H, D, inv);
     const k = rope(module(w, `${p}.self_attn.k_proj`, n1, T, d, KH * D, perturb), T, KH, D, inv);
     const v = module(w, `${p}.self_attn.v_proj`, n1, T, d, KH * D, perturb);
-    const att = attention(q, k, v, T, H, KH, D, 1 / Math.sqrt(D), cfg.slidingWindow ?? 0);
+    const att = attentionRef(q, k, v, T, T, H, KH, D, 1 / Math.sqrt(D), 0, cfg.slidingWindow ?? 0);
     const o = module(w, `${p}.self_attn.o_proj`, att, T, H * D, d, perturb);
     h = h.map((x, i) => x + o[i]);
     const n2 = rmsNorm(h, T, d, get(w, `${p}.post_attention_layernorm.weight`), eps);

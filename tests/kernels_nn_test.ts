@@ -32,6 +32,7 @@ import {
   swigluBackward,
   swigluForward,
 } from "../kernels/nn.ts";
+import { attentionRef } from "./_reference_nets.ts";
 import { assertClose, matmulRef, Rng } from "./_util.ts";
 
 const f32 = (a: ArrayLike<number>) => Float32Array.from(a);
@@ -274,47 +275,6 @@ Deno.test("ropeForward/Backward rotate half-split pairs and invert exactly", asy
   );
 });
 
-function attentionRef(
-  q: ArrayLike<number>,
-  k: ArrayLike<number>,
-  v: ArrayLike<number>,
-  T: number,
-  L: number,
-  H: number,
-  KH: number,
-  D: number,
-  qOffset: number,
-  window: number,
-) {
-  const out = new Float64Array(T * H * D);
-  const g = H / KH;
-  for (let h = 0; h < H; h++) {
-    const kh = Math.floor(h / g);
-    for (let t = 0; t < T; t++) {
-      const pos = qOffset + t;
-      const s: number[] = [];
-      let m = -Infinity;
-      for (let j = 0; j <= pos && j < L; j++) {
-        if (window > 0 && j <= pos - window) {
-          s.push(-Infinity);
-          continue;
-        }
-        let d = 0;
-        for (let e = 0; e < D; e++) d += q[(t * H + h) * D + e] * k[(j * KH + kh) * D + e];
-        d /= Math.sqrt(D);
-        s.push(d);
-        m = Math.max(m, d);
-      }
-      const z = s.reduce((a, b) => a + Math.exp(b - m), 0);
-      for (let j = 0; j < s.length; j++) {
-        const p = Math.exp(s[j] - m) / z;
-        for (let e = 0; e < D; e++) out[(t * H + h) * D + e] += p * v[(j * KH + kh) * D + e];
-      }
-    }
-  }
-  return out;
-}
-
 Deno.test("attentionForward/Backward: causal GQA, sliding window and query offset vs float64 and FD", async () => {
   const rng = new Rng(5);
   for (
@@ -330,7 +290,7 @@ Deno.test("attentionForward/Backward: causal GQA, sliding window and query offse
     const out = await Tensor.zeros([T, H * D]);
     attentionForward(out, Q, K, Vt, sh);
     const ref = (qq: ArrayLike<number>, kk: ArrayLike<number>, vv: ArrayLike<number>) =>
-      attentionRef(qq, kk, vv, T, L, H, KH, D, L - T, window);
+      attentionRef(qq, kk, vv, T, L, H, KH, D, 1 / Math.sqrt(D), L - T, window);
     assertClose(
       await out.read(),
       ref(q, k, v),
