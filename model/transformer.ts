@@ -639,8 +639,8 @@ export class DecoderLM implements CausalLM {
     const T = ids.length;
     if (T < 2) throw new ModelError(`calibrate: a sequence needs at least 2 tokens, got ${T}`);
     const S = opts.fisherSamples ?? 0;
-    if (!Number.isInteger(S) || S < 0) {
-      throw new ModelError(`fisherSamples must be an integer ≥ 0, got ${S}`);
+    if (!Number.isInteger(S) || S < 0 || S > 16) {
+      throw new ModelError(`fisherSamples must be an integer in 0…16, got ${S}`);
     }
     if (opts.properSampledFisher && S > 1) {
       throw new ModelError(
