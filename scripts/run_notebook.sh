@@ -66,20 +66,62 @@ fi
 
 mkdir -p "$out_dir"
 name="$(basename "$notebook" .ipynb).out.ipynb"
+
+# nbconvert runs with a private TMPDIR: the kernel's connection file is created there, so a kernel
+# left behind (nbconvert killed at the total timeout) is found by that path and stopped; a kernel
+# that outlives nbconvert would also keep this script's output pipe open.
+private_tmp="$(mktemp -d "${TMPDIR:-/tmp}/surgeon-nb.XXXXXX")"
+stop_kernels() {
+  local pids
+  pids="$(pgrep -f -- "--conn $private_tmp/" || true)"
+  if [ -n "$pids" ]; then
+    echo "run_notebook: stopping the kernel left behind (pid $(echo $pids))" >&2
+    # shellcheck disable=SC2086
+    kill $pids 2>/dev/null || true
+  fi
+}
+cleanup() {
+  stop_kernels
+  rm -rf "$private_tmp"
+}
+trap cleanup EXIT
+
 echo "run_notebook: executing $notebook (cell timeout ${cell_timeout}s, total ${total_timeout}s)" >&2
 start=$(date +%s)
-status=0
-timeout --kill-after=30 "$total_timeout" jupyter nbconvert --to notebook --execute "$notebook" \
+TMPDIR="$private_tmp" jupyter nbconvert --to notebook --execute "$notebook" \
   --ExecutePreprocessor.kernel_name=deno \
   --ExecutePreprocessor.timeout="$cell_timeout" \
-  --output-dir "$out_dir" --output "$name" || status=$?
+  --output-dir "$out_dir" --output "$name" &
+nbconvert_pid=$!
+# Watchdog for the total time: stop the kernel first (it would be orphaned), then nbconvert.
+(
+  trap 'kill "$sleep_pid" 2>/dev/null; exit 0' TERM
+  sleep "$total_timeout" >/dev/null 2>&1 &
+  sleep_pid=$!
+  wait "$sleep_pid"
+  touch "$private_tmp/timed-out"
+  echo "run_notebook: total timeout of ${total_timeout}s reached, stopping" >&2
+  stop_kernels
+  kill "$nbconvert_pid" 2>/dev/null || true
+  sleep 10 >/dev/null 2>&1 &
+  sleep_pid=$!
+  wait "$sleep_pid"
+  kill -9 "$nbconvert_pid" 2>/dev/null || true
+) &
+watchdog_pid=$!
+status=0
+wait "$nbconvert_pid" || status=$?
+kill "$watchdog_pid" 2>/dev/null || true
+wait "$watchdog_pid" 2>/dev/null || true
+timed_out=0
+[ -e "$private_tmp/timed-out" ] && timed_out=1
 elapsed=$(( $(date +%s) - start ))
+if [ "$timed_out" -eq 1 ]; then
+  echo "run_notebook: FAILED: $notebook ran past ${total_timeout}s" >&2
+  exit 1
+fi
 if [ "$status" -ne 0 ]; then
-  if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-    echo "run_notebook: FAILED: $notebook ran past ${total_timeout}s" >&2
-  else
-    echo "run_notebook: FAILED: $notebook (exit $status after ${elapsed}s; see the cell error above)" >&2
-  fi
+  echo "run_notebook: FAILED: $notebook (exit $status after ${elapsed}s; see the cell error above)" >&2
   exit 1
 fi
 echo "run_notebook: ok: $notebook in ${elapsed}s -> $out_dir/$name" >&2
