@@ -23,6 +23,7 @@
 import { f32, GpuError, packParams, type Runtime } from "./device.ts";
 import { map } from "./elementwise.ts";
 import { matmul } from "./gemm.ts";
+import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
 
 /** Leaf size of the recursive Cholesky / triangular inverse (one workgroup factors a leaf). */
@@ -290,28 +291,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   return L.join("\n");
 }
 
-/** stats[slot] = Σ C², stats[slot + 1] = Σ X² (one workgroup). */
-const SUMSQ2 = `
-@group(0) @binding(0) var<storage, read> C: array<f32>;
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> stats: array<f32>;
-struct P { n: u32, slot: u32, p0: u32, p1: u32 };
-@group(0) @binding(3) var<uniform> p: P;
-var<workgroup> pc: array<f32, 256>;
-var<workgroup> px: array<f32, 256>;
-@compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) t: u32) {
-  var sc = 0.0; var sx = 0.0;
-  for (var i = t; i < p.n; i += 256u) { let c = C[i]; let x = X[i]; sc += c * c; sx += x * x; }
-  pc[t] = sc; px[t] = sx;
-  workgroupBarrier();
-  for (var w = 128u; w > 0u; w = w / 2u) {
-    if (t < w) { pc[t] += pc[t + w]; px[t] += px[t + w]; }
-    workgroupBarrier();
-  }
-  if (t == 0u) { stats[p.slot] = pc[0]; stats[p.slot + 1u] = px[0]; }
-}`;
-
 /** out[i][j] = M[max(i, j)][min(i, j)]: the symmetric matrix defined by M's lower triangle. */
 const MIRROR_LOWER = `
 @group(0) @binding(0) var<storage, read> M: array<f32>;
@@ -562,23 +541,19 @@ function residual(M: Tensor, X: Tensor, B: Tensor | null, status: Tensor, damped
   return R;
 }
 
-/** Records stats[slot] = ‖C‖², stats[slot+1] = ‖X‖². */
-function sumSquares(C: Tensor, X: Tensor, stats: Tensor, slot: number): void {
-  const rt = C.rt;
-  rt.dispatch(
-    rt.kernel("linalg_sumsq2", SUMSQ2),
-    [C.range(), X.range(), stats.range()],
-    packParams(C.size, slot, 0, 0),
-    [1],
-  );
+/** Records stats = [‖C‖², ‖X‖²] (reductions of kernels/reduce.ts; read once by the caller). */
+function recordSquares(C: Tensor, X: Tensor, stats: Tensor): void {
+  const c = reduce(C, "sumsq"), x = reduce(X, "sumsq");
+  stats.copyFrom(c, 0, 0, 1);
+  stats.copyFrom(x, 0, 1, 1);
+  c.dispose();
+  x.dispose();
 }
 
-/** Relative correction sizes ‖C‖/‖X‖ for the `count` slots recorded so far. */
-async function readRatios(stats: Tensor, count: number): Promise<number[]> {
-  const s = await stats.readRange(0, 2 * count);
-  const out: number[] = [];
-  for (let i = 0; i < count; i++) out.push(Math.sqrt(s[2 * i] / (s[2 * i + 1] || 1)));
-  return out;
+/** The relative correction ‖C‖/‖X‖ recorded by {@link recordSquares} (one read-back). */
+async function readRatio(stats: Tensor): Promise<number> {
+  const [c, x] = await stats.read();
+  return Math.sqrt(c / (x || 1));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -803,10 +778,10 @@ async function newtonRefine(
       const R = residual(M, X, null, status, damped);
       const C = matmul(X, R, { name: `${name}:correction` });
       R.dispose();
-      sumSquares(C, X, stats, 0);
+      recordSquares(C, X, stats);
       map("o + a", [C], [], { out: X });
       C.dispose();
-      const [rho] = await readRatios(stats, 1);
+      const rho = await readRatio(stats);
       if (!Number.isFinite(rho)) {
         throw new GpuError(`spdInverse(${name})`, `refinement produced a non-finite correction`);
       }
@@ -912,10 +887,10 @@ async function solveRefined(
       const R = residual(Ms, X, B, status, damp !== 0);
       const D = apply(R);
       R.dispose();
-      sumSquares(D, X, stats, 0);
+      recordSquares(D, X, stats);
       map("o + a", [D], [], { out: X });
       D.dispose();
-      const [rho] = await readRatios(stats, 1);
+      const rho = await readRatio(stats);
       if (!Number.isFinite(rho)) {
         X.dispose();
         throw new GpuError(`spdSolve(${name})`, "refinement produced a non-finite correction");
