@@ -13,7 +13,16 @@ import { Tensor } from "./tensor.ts";
 const NAMES = ["a", "b", "c", "d"];
 const WG = 256;
 
-/** Largest element count of one dispatch chunk (a binding must stay under the limit). */
+/**
+ * Largest element count of one dispatch chunk: a binding must stay under the runtime's
+ * `maxBinding`, and chunk offsets must stay aligned.
+ *
+ * @param rt the runtime
+ * @example Usage
+ * ```ts ignore
+ * for (let base = 0; base < t.size; base += chunkElems(rt)) { … }
+ * ```
+ */
 export function chunkElems(rt: Runtime): number {
   const align = rt.offsetAlign / 4;
   return Math.floor(rt.maxBinding / 4 / align) * align;
@@ -69,8 +78,12 @@ export function map(
     }
   }
   const full = inputs.map((t) => t.size === n);
-  const key = `map:${expr}|${inputs.map((t, k) => `${t.dtype}${alias[k] ? "=" : full[k] ? "f" : "b"}`).join(",")}|${out.dtype}`;
-  const bindingsDecl: string[] = [`@group(0) @binding(0) var<storage, read_write> out_: array<${wgslType(out.dtype)}>;`];
+  const key = `map:${expr}|${
+    inputs.map((t, k) => `${t.dtype}${alias[k] ? "=" : full[k] ? "f" : "b"}`).join(",")
+  }|${out.dtype}`;
+  const bindingsDecl: string[] = [
+    `@group(0) @binding(0) var<storage, read_write> out_: array<${wgslType(out.dtype)}>;`,
+  ];
   let bi = 1;
   const loads: string[] = [];
   inputs.forEach((t, k) => {
@@ -79,9 +92,13 @@ export function map(
       loads.push(`let ${nm} = out_[i];`);
       return;
     }
-    bindingsDecl.push(`@group(0) @binding(${bi}) var<storage, read> in_${nm}: array<${wgslType(t.dtype)}>;`);
+    bindingsDecl.push(
+      `@group(0) @binding(${bi}) var<storage, read> in_${nm}: array<${wgslType(t.dtype)}>;`,
+    );
     bi++;
-    loads.push(full[k] ? `let ${nm} = in_${nm}[i];` : `let ${nm} = in_${nm}[(p.base + i) % p.len_${nm}];`);
+    loads.push(
+      full[k] ? `let ${nm} = in_${nm}[i];` : `let ${nm} = in_${nm}[(p.base + i) % p.len_${nm}];`,
+    );
   });
   const wgsl = `
 ${bindingsDecl.join("\n")}
@@ -118,27 +135,78 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: 
   return out;
 }
 
-/** `out = value` for every element. */
+/**
+ * Sets every element of `t` to `value` (in place; returns `t`).
+ *
+ * @param t the tensor
+ * @param value the value
+ * @example Usage
+ * ```ts ignore
+ * fill(acc, 0);
+ * ```
+ */
 export function fill(t: Tensor, value: number): Tensor {
   return map("s0", [], [value], { out: t });
 }
 
-/** `alpha·a + beta·b` (new tensor, or `out`). */
+/**
+ * `alpha·a + beta·b` (new tensor, or `out`).
+ *
+ * @param alpha scale of `a`
+ * @param a first input
+ * @param beta scale of `b`
+ * @param b second input (may broadcast)
+ * @param out optional output (may be `a` or `b`)
+ * @example Usage
+ * ```ts ignore
+ * axpby(1, w, -lr, grad, w); // w ← w − lr·grad
+ * ```
+ */
 export function axpby(alpha: number, a: Tensor, beta: number, b: Tensor, out?: Tensor): Tensor {
   return map("s0 * a + s1 * b", [a, b], [alpha, beta], { out, name: "axpby" });
 }
 
-/** `a + b` (b may broadcast). */
+/**
+ * `a + b` (b may broadcast, e.g. a bias row over a matrix).
+ *
+ * @param a first input
+ * @param b second input
+ * @param out optional output
+ * @example Usage
+ * ```ts ignore
+ * const y = add(h, bias);
+ * ```
+ */
 export function add(a: Tensor, b: Tensor, out?: Tensor): Tensor {
   return map("a + b", [a, b], [], { out, name: "add" });
 }
 
-/** `a ⊙ b` (b may broadcast). */
+/**
+ * `a ⊙ b`, the element-wise product (b may broadcast).
+ *
+ * @param a first input
+ * @param b second input
+ * @param out optional output
+ * @example Usage
+ * ```ts ignore
+ * const masked = mul(w, mask);
+ * ```
+ */
 export function mul(a: Tensor, b: Tensor, out?: Tensor): Tensor {
   return map("a * b", [a, b], [], { out, name: "mul" });
 }
 
-/** `s·a`. */
+/**
+ * `s·a`.
+ *
+ * @param a the input
+ * @param s the scale
+ * @param out optional output
+ * @example Usage
+ * ```ts ignore
+ * scale(G, 1 / tokens, G); // in place
+ * ```
+ */
 export function scale(a: Tensor, s: number, out?: Tensor): Tensor {
   return map("s0 * a", [a], [s], { out, name: "scale" });
 }
