@@ -140,6 +140,9 @@ for (const [kappa, bound, seed] of [[1e3, 1e-5, 1], [1e6, 1e-4, 2]]) {
       X.dispose();
       const L = cholesky64(m, N);
       const err = relFrob(x, inverseFromCholesky(L, N));
+      console.log(
+        `n = ${N}, κ = ${kappa}: spdInverse relative Frobenius error ${err.toExponential(2)}`,
+      );
       assert.ok(err <= bound, `κ = ${kappa}: relative Frobenius error ${err} > ${bound}`);
       if (kappa === 1e6) {
         const k = 2;
@@ -150,6 +153,7 @@ for (const [kappa, bound, seed] of [[1e3, 1e-5, 1], [1e6, 1e-4, 2]]) {
           xs,
           choleskySolve64(L, N, Float64Array.from(Float32Array.from(b)), k),
         );
+        console.log(`n = ${N}, κ = ${kappa}: spdSolve relative error ${errSolve.toExponential(2)}`);
         assert.ok(errSolve <= bound, `spdSolve κ = ${kappa}: relative error ${errSolve}`);
       }
       M.dispose();
