@@ -74,7 +74,7 @@ function notebookModule(cells: Cell[]): string {
   const examples = new URL("../examples/", import.meta.url);
   const code = cells.filter((c) => c.cell_type === "code").map(sourceText).join("\n\n");
   return code.replace(
-    /(["'])(\.\.?\/[^"']*)\1/g,
+    /(?<=\bfrom\s*|\bimport\(\s*)(["'])(\.\.?\/[^"']*)\1/g,
     (_m, quote: string, rel: string) => `${quote}${new URL(rel, examples).href}${quote}`,
   ) + "\nexport {};\n";
 }
