@@ -49,7 +49,7 @@ function sandboxFlags(f: SandboxFolders): string[] {
 const repo = new URL("../", import.meta.url);
 const decoder = new TextDecoder();
 
-/** The main job's script: examples/surgeon.ts, or examples/prune.ts; null until one exists. */
+/** The main job's script: examples/surgeon.ts, or examples/prune.ts. */
 function mainScript(): string | null {
   for (const name of ["examples/surgeon.ts", "examples/prune.ts"]) {
     try {
@@ -164,8 +164,6 @@ await attempt("gpu", async () => {
   }
 });
 
-const script = mainScript();
-
 /** Tiny TinyStories-style data (train and valid) under `dataDir`. */
 async function writeTinyData(dataDir: string): Promise<void> {
   const stories = [
@@ -215,8 +213,9 @@ function jobArgs(f: SandboxFolders, logRoot: string): string[] {
 Deno.test({
   name:
     "the main job runs under the sandbox flags and refuses a --log_root outside the allowed folder",
-  ignore: script === null,
   fn: async () => {
+    const script = mainScript();
+    assert.ok(script !== null, "neither examples/surgeon.ts nor examples/prune.ts exists");
     const f = await makeFolders();
     try {
       await makeTinyModelDir(f.modelDir, "llama", 1);
@@ -224,7 +223,7 @@ Deno.test({
       const env = { HF_HOME: f.hfCache, HF_HUB_OFFLINE: "1" };
 
       // 1. The job succeeds and writes only under the log root.
-      const ok = await runSandboxed(sandboxFlags(f), script!, jobArgs(f, f.logRoot), env);
+      const ok = await runSandboxed(sandboxFlags(f), script, jobArgs(f, f.logRoot), env);
       assert.equal(ok.code, 0, `sandboxed run failed:\n${ok.out}`);
       const written = await listFiles(f.logRoot);
       assert.ok(written.length > 0, "the run wrote nothing under the log root");
@@ -234,7 +233,7 @@ Deno.test({
       );
 
       // 2. --log_root outside the write allowance: a clear error before any work, nothing written.
-      const bad = await runSandboxed(sandboxFlags(f), script!, jobArgs(f, f.outside), env);
+      const bad = await runSandboxed(sandboxFlags(f), script, jobArgs(f, f.outside), env);
       assert.notEqual(bad.code, 0, `run with --log_root ${f.outside} should fail:\n${bad.out}`);
       assert.match(bad.out, /log_root/, `the error should name --log_root:\n${bad.out}`);
       assert.ok(bad.out.includes(f.outside), `the error should name the folder:\n${bad.out}`);
