@@ -311,20 +311,7 @@ export async function structuredUpdate(
     rowColMap("a + b", E, { b: U, out: E });
     for (const t of [V, Akk, Vt, T1t, T1, idx, Ak, U, cmT]) t.dispose();
   }
-  const rm = new Float32Array(R), cm = new Float32Array(C);
-  for (const r of rowsOut) rm[r] = 1;
-  for (const c of colsOut) cm[c] = 1;
-  const rmT = Tensor.fromSync(rt, rm, [R], "f32", "rows out");
-  const cmT = Tensor.fromSync(rt, cm, [C], "f32", "cols out");
-  rowColMap("select(a + s0 * b, 0.0, u != 0.0 || v != 0.0)", p.W, {
-    b: E,
-    u: rmT,
-    v: cmT,
-    s: [opts.updateScale],
-    out: p.W,
-  });
-  E.dispose(), rmT.dispose(), cmT.dispose();
-  writeBack(p);
+  finishStructured(p, E, rowsOut, colsOut, opts.updateScale);
 }
 
 /**
@@ -374,16 +361,27 @@ async function structuredUpdateK2(
     rowColMap("a + b", E, { b: U, out: E });
     for (const t of [v, Z, U, rmT, cmT]) t.dispose();
   }
-  const rm = new Float32Array(R), cm = new Float32Array(C);
+  finishStructured(p, E, rowsOut, colsOut, opts.updateScale);
+}
+
+/** `W ← W + η·E` with the removed rows and columns set to exactly zero; frees E; writes back. */
+function finishStructured(
+  p: Prepared,
+  E: Tensor,
+  rowsOut: number[],
+  colsOut: number[],
+  eta: number,
+): void {
+  const rm = new Float32Array(p.R), cm = new Float32Array(p.C);
   for (const r of rowsOut) rm[r] = 1;
   for (const c of colsOut) cm[c] = 1;
-  const rmT = Tensor.fromSync(rt, rm, [R], "f32", "rows out");
-  const cmT = Tensor.fromSync(rt, cm, [C], "f32", "cols out");
+  const rmT = Tensor.fromSync(p.W.rt, rm, [p.R], "f32", "rows out");
+  const cmT = Tensor.fromSync(p.W.rt, cm, [p.C], "f32", "cols out");
   rowColMap("select(a + s0 * b, 0.0, u != 0.0 || v != 0.0)", p.W, {
     b: E,
     u: rmT,
     v: cmT,
-    s: [opts.updateScale],
+    s: [eta],
     out: p.W,
   });
   E.dispose(), rmT.dispose(), cmT.dispose();
