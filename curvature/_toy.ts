@@ -366,3 +366,31 @@ export class TapReplayModel extends ToyModel {
     return this.taps.map((t, b) => Int32Array.from(t.a.map(() => b)));
   }
 }
+
+/** float64 inverse by Gauss–Jordan elimination with partial pivoting (independent test reference). */
+export function inverseF64(m: ArrayLike<number>, n: number): Float64Array {
+  const a = Float64Array.from(m), inv = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) inv[i * n + i] = 1;
+  for (let c = 0; c < n; c++) {
+    let piv = c;
+    for (let r = c + 1; r < n; r++) if (Math.abs(a[r * n + c]) > Math.abs(a[piv * n + c])) piv = r;
+    for (let k = 0; k < n; k++) {
+      [a[c * n + k], a[piv * n + k]] = [a[piv * n + k], a[c * n + k]];
+      [inv[c * n + k], inv[piv * n + k]] = [inv[piv * n + k], inv[c * n + k]];
+    }
+    const d = a[c * n + c];
+    for (let k = 0; k < n; k++) {
+      a[c * n + k] /= d;
+      inv[c * n + k] /= d;
+    }
+    for (let r = 0; r < n; r++) {
+      const f = a[r * n + c];
+      if (r === c || f === 0) continue;
+      for (let k = 0; k < n; k++) {
+        a[r * n + k] -= f * a[c * n + k];
+        inv[r * n + k] -= f * inv[c * n + k];
+      }
+    }
+  }
+  return inv;
+}

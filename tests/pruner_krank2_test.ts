@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Tensor } from "../kernels/tensor.ts";
-import { optLikeToy, TapReplayModel } from "../curvature/_toy.ts";
+import { inverseF64, optLikeToy, TapReplayModel } from "../curvature/_toy.ts";
 import { runSchedule } from "../pruner/mod.ts";
 import type { Curvature } from "../curvature/types.ts";
 import { elementCosts, rowColCosts } from "../pruner/costs.ts";
@@ -20,30 +20,6 @@ function spd(k: number, rng: Rng): number[] {
   });
 }
 
-/** float64 inverse (Gauss–Jordan, partial pivoting). */
-function inverse(m: ArrayLike<number>, k: number): Float64Array {
-  const a = Float64Array.from(m), inv = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) inv[i * k + i] = 1;
-  for (let c = 0; c < k; c++) {
-    let piv = c;
-    for (let r = c + 1; r < k; r++) if (Math.abs(a[r * k + c]) > Math.abs(a[piv * k + c])) piv = r;
-    for (let j = 0; j < k; j++) {
-      [a[c * k + j], a[piv * k + j]] = [a[piv * k + j], a[c * k + j]];
-      [inv[c * k + j], inv[piv * k + j]] = [inv[piv * k + j], inv[c * k + j]];
-    }
-    const d = a[c * k + c];
-    for (let j = 0; j < k; j++) (a[c * k + j] /= d), (inv[c * k + j] /= d);
-    for (let r = 0; r < k; r++) {
-      const f = a[r * k + c];
-      if (r === c || f === 0) continue;
-      for (let j = 0; j < k; j++) {
-        (a[r * k + j] -= f * a[c * k + j]), (inv[r * k + j] -= f * inv[c * k + j]);
-      }
-    }
-  }
-  return inv;
-}
-
 /** Brute-force OBS under a general F: Δw and ½ΔwᵀFΔw. */
 function bruteObs(F: Float64Array, W: number[], Q: number[]) {
   const inQ = new Set(Q), free = [...Array(n).keys()].filter((i) => !inQ.has(i));
@@ -52,7 +28,7 @@ function bruteObs(F: Float64Array, W: number[], Q: number[]) {
   const f = free.length;
   const Fff = new Float64Array(f * f);
   free.forEach((i, a) => free.forEach((j, b) => (Fff[a * f + b] = F[i * n + j])));
-  const inv = inverse(Fff, f);
+  const inv = inverseF64(Fff, f);
   const rhs = free.map((i) => Q.reduce((s, q) => s + F[i * n + q] * d[q], 0));
   free.forEach((i, a) => (d[i] = -rhs.reduce((s, v, b) => s + inv[a * f + b] * v, 0)));
   let cost = 0;
@@ -75,7 +51,7 @@ Deno.test("R11: two Kronecker terms — generalised eigenbasis inverse, its diag
       }
     }
   }
-  const Finv = inverse(F, n);
+  const Finv = inverseF64(F, n);
   const model = await TapReplayModel.of(R, C, []);
   const w = model.linears()[0].weight;
   const curv: Curvature = new Map([["replay.layers.0.q_proj", {

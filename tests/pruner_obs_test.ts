@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Tensor } from "../kernels/tensor.ts";
-import { TapReplayModel } from "../curvature/_toy.ts";
+import { inverseF64, TapReplayModel } from "../curvature/_toy.ts";
 import type { Curvature } from "../curvature/types.ts";
 import { elementCosts, rowColCosts } from "../pruner/costs.ts";
 import { disposePrepared, prepareModules } from "../pruner/prepare.ts";
@@ -8,35 +8,6 @@ import { elementUpdate, structuredUpdate } from "../pruner/update.ts";
 import { assertClose, Rng } from "./_util.ts";
 
 const NAME = "replay.layers.0.q_proj";
-
-/** float64 inverse by Gauss–Jordan elimination with partial pivoting (test reference). */
-function inverse(m: ArrayLike<number>, n: number): Float64Array {
-  const a = Float64Array.from(m), inv = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) inv[i * n + i] = 1;
-  for (let c = 0; c < n; c++) {
-    let piv = c;
-    for (let r = c + 1; r < n; r++) if (Math.abs(a[r * n + c]) > Math.abs(a[piv * n + c])) piv = r;
-    for (let k = 0; k < n; k++) {
-      [a[c * n + k], a[piv * n + k]] = [a[piv * n + k], a[c * n + k]];
-      [inv[c * n + k], inv[piv * n + k]] = [inv[piv * n + k], inv[c * n + k]];
-    }
-    const d = a[c * n + c];
-    for (let k = 0; k < n; k++) {
-      a[c * n + k] /= d;
-      inv[c * n + k] /= d;
-    }
-    for (let r = 0; r < n; r++) {
-      if (r === c) continue;
-      const f = a[r * n + c];
-      if (f === 0) continue;
-      for (let k = 0; k < n; k++) {
-        a[r * n + k] -= f * a[c * n + k];
-        inv[r * n + k] -= f * inv[c * n + k];
-      }
-    }
-  }
-  return inv;
-}
 
 /** One R×C bias-free layer holding W, with KFAC curvature G ⊗ A. */
 async function layer(G: number[], A: number[], W: number[], R: number, C: number) {
@@ -87,7 +58,7 @@ function bruteObs(G: number[], A: number[], W: number[], R: number, C: number, Q
     const f = free.length;
     const Fff = new Float64Array(f * f);
     free.forEach((i, a) => free.forEach((j, b) => (Fff[a * f + b] = F[i * n + j])));
-    const inv = inverse(Fff, f);
+    const inv = inverseF64(Fff, f);
     const rhs = free.map((i) => Q.reduce((s, q) => s + F[i * n + q] * d[q], 0));
     free.forEach((i, a) => (d[i] = -rhs.reduce((s, v, b) => s + inv[a * f + b] * v, 0)));
   }
