@@ -60,62 +60,6 @@ ${MAIN} { ${IDX} if (i >= p.n) { return; } O[i] = X[i] * W[i / p.N]; }`,
 }
 
 /**
- * `out[m] = Σ_n X[m, n]·Y[m, n]` (row-wise dot products).
- * @param x `[M, N]`
- * @param y `[M, N]`
- */
-export function rowDot(x: Tensor, y: Tensor, name = "rowDot"): Tensor {
-  const [M, N] = dims(x);
-  if (y.size !== x.size) throw new GpuError(name, `${x} and ${y} differ in size`);
-  const out = new Tensor(x.rt, [M], "f32", name);
-  dispatch1d(
-    x.rt,
-    "priv_rowDot",
-    `@group(0) @binding(0) var<storage, read> X: array<f32>;
-@group(0) @binding(1) var<storage, read> Y: array<f32>;
-@group(0) @binding(2) var<storage, read_write> O: array<f32>;
-struct P { M: u32, N: u32, a: u32, b: u32 };
-@group(0) @binding(3) var<uniform> p: P;
-${MAIN} { ${IDX} if (i >= p.M) { return; }
-  var s = 0.0; let base = i * p.N;
-  for (var j = 0u; j < p.N; j++) { s = s + X[base + j] * Y[base + j]; }
-  O[i] = s; }`,
-    [x, y, out],
-    packParams(M, N),
-    M,
-  );
-  return out;
-}
-
-/**
- * `out[n] = Σ_m X[m, n]·Y[m, n]` (column-wise dot products).
- * @param x `[M, N]`
- * @param y `[M, N]`
- */
-export function colDot(x: Tensor, y: Tensor, name = "colDot"): Tensor {
-  const [M, N] = dims(x);
-  if (y.size !== x.size) throw new GpuError(name, `${x} and ${y} differ in size`);
-  const out = new Tensor(x.rt, [N], "f32", name);
-  dispatch1d(
-    x.rt,
-    "priv_colDot",
-    `@group(0) @binding(0) var<storage, read> X: array<f32>;
-@group(0) @binding(1) var<storage, read> Y: array<f32>;
-@group(0) @binding(2) var<storage, read_write> O: array<f32>;
-struct P { M: u32, N: u32, a: u32, b: u32 };
-@group(0) @binding(3) var<uniform> p: P;
-${MAIN} { ${IDX} if (i >= p.N) { return; }
-  var s = 0.0;
-  for (var m = 0u; m < p.M; m++) { s = s + X[m * p.N + i] * Y[m * p.N + i]; }
-  O[i] = s; }`,
-    [x, y, out],
-    packParams(M, N),
-    N,
-  );
-  return out;
-}
-
-/**
  * Records `out[slot] = Σ x·y` over all elements (two-pass tree reduction). Use `x === y` for a
  * squared Frobenius norm.
  */

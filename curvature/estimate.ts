@@ -11,7 +11,8 @@ import { matmul } from "../kernels/gemm.ts";
 import type { Runtime } from "../kernels/device.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import type { CausalLM, PrunableLinear } from "../model/types.ts";
-import { dotInto, flagNonFinite, rowDot, rowScale } from "./_ops.ts";
+import { dotInto, flagNonFinite, rowScale } from "./_ops.ts";
+import { rowQuadForm } from "../kernels/kron.ts";
 import {
   type Curvature,
   CurvatureError,
@@ -283,17 +284,15 @@ export async function estimateCurvature(
           true,
           (k, a, g) => {
             if (gStep) {
-              const P = matmul(a, At[k], { name: "a·Ã" });
-              const w = rowDot(P, a, "aᵀÃa");
+              const w = rowQuadForm(a, At[k]); // aᵀÃa per token
               const gw = rowScale(g!, w, "g·w");
               matmul(gw, g!, { transA: true, alpha: 1 / N, beta: 1, out: agg[k].target });
-              P.dispose(), w.dispose(), gw.dispose();
+              w.dispose(), gw.dispose();
             } else {
-              const P = matmul(g!, Gt[k], { name: "g·G̃" });
-              const w = rowDot(P, g!, "gᵀG̃g");
+              const w = rowQuadForm(g!, Gt[k]); // gᵀG̃g per token
               const aw = rowScale(a, w, "a·w");
               matmul(aw, a, { transA: true, alpha: 1 / N, beta: 1, out: agg[k].target });
-              P.dispose(), w.dispose(), aw.dispose();
+              w.dispose(), aw.dispose();
             }
             addDiagonal(k, a, g!);
           },

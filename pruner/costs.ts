@@ -5,10 +5,11 @@
  *
  * @module
  */
-import { fill, map } from "../kernels/elementwise.ts";
-import { matmul } from "../kernels/gemm.ts";
+import { map } from "../kernels/elementwise.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { colDot, rowColMap, rowDot } from "../curvature/_ops.ts";
+import { rowColMap } from "../curvature/_ops.ts";
+import { colQuadForm, rowQuadForm } from "../kernels/kron.ts";
+import { reduce } from "../kernels/reduce.ts";
 import { diag } from "../kernels/matrix.ts";
 import { elementCostsK2, rowColCostsK2 } from "./krank2.ts";
 import type { Prepared } from "./prepare.ts";
@@ -105,46 +106,37 @@ export function rowColCosts(p: Prepared, opts: CostOptions): { rows: Tensor; col
   const W = p.W;
   let rows: Tensor, cols: Tensor;
   if (p.kind === "identity") {
-    rows = rowDot(W, W, "rowcost");
-    cols = colDot(W, W, "colcost");
+    rows = reduce(W, "sumsq", "rows");
+    cols = reduce(W, "sumsq", "cols");
     map("sqrt(max(o, 0.0))", [rows], [], { out: rows });
     map("sqrt(max(o, 0.0))", [cols], [], { out: cols });
   } else if (p.kind === "activations" && opts.obd) {
     // [ref]: ½ Σ_c W²_rc (ΣA)_cc for rows, ½ (ΣA)_cc Σ_r W²_rc for columns.
     const da = sumDiag(p.curv.A, p.C)!;
     const e = rowColMap("0.5 * a * a * v", W, { v: da });
-    const ones = fill(Tensor.emptySync(W.rt, [p.R, p.C], "f32", "ones"), 1);
-    rows = rowDot(e, ones, "rowcost");
-    cols = colDot(e, ones, "colcost");
-    da.dispose(), e.dispose(), ones.dispose();
+    rows = reduce(e, "sum", "rows");
+    cols = reduce(e, "sum", "cols");
+    da.dispose(), e.dispose();
   } else if (opts.obd) {
     // KFAC OBD: ½ Σ_i G_i[r,r]·W_r A_i W_rᵀ and ½ Σ_i A_i[c,c]·W_cᵀ G_i W_c.
     rows = Tensor.emptySync(W.rt, [p.R], "f32", "rowcost");
     cols = Tensor.emptySync(W.rt, [p.C], "f32", "colcost");
     p.curv.G.forEach((g, i) => {
       const a = p.curv.A[i];
-      const WA = matmul(W, a), GW = matmul(g, W);
-      const qr = rowDot(WA, W), qc = colDot(GW, W);
+      const qr = rowQuadForm(W, a), qc = colQuadForm(g, W);
       const dg = diag(g), da = diag(a);
       map("o + 0.5 * b * c", [rows, qr, dg], [], { out: rows });
       map("o + 0.5 * b * c", [cols, qc, da], [], { out: cols });
-      for (const t of [WA, GW, qr, qc, dg, da]) t.dispose();
+      for (const t of [qr, qc, dg, da]) t.dispose();
     });
   } else {
     // OBS rank 0: ½ W_r A W_rᵀ / Ĝ_rr and ½ W_cᵀ G W_c / Â_cc (numerators undamped, [ref]).
     const dg = diag(p.Ghat!), da = diag(p.Ahat!);
-    const WA = matmul(W, p.curv.A[0]);
-    rows = rowDot(WA, W, "rowcost");
+    rows = rowQuadForm(W, p.curv.A[0]);
     map("0.5 * o / b", [rows, dg], [], { out: rows });
-    if (p.kind === "activations") {
-      cols = colDot(W, W, "colcost");
-    } else {
-      const GW = matmul(p.curv.G[0], W);
-      cols = colDot(GW, W, "colcost");
-      GW.dispose();
-    }
+    cols = p.kind === "activations" ? reduce(W, "sumsq", "cols") : colQuadForm(p.curv.G[0], W);
     map("0.5 * o / b", [cols, da], [], { out: cols });
-    WA.dispose(), dg.dispose(), da.dispose();
+    dg.dispose(), da.dispose();
   }
   return liveRowsCols(p, { rows, cols });
 }

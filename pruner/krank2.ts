@@ -10,21 +10,14 @@
  *
  * @module
  */
-import { fill, map } from "../kernels/elementwise.ts";
+import { map } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/gemm.ts";
 import { cholesky, spdSolve, triangularSolve } from "../kernels/linalg.ts";
 import { diag } from "../kernels/matrix.ts";
 import { eigh } from "../kernels/eigh.ts";
+import { reduce } from "../kernels/reduce.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import {
-  colDot,
-  gatherFlat,
-  kronRows,
-  readAll,
-  rowColMap,
-  rowDot,
-  scatterAddFlat,
-} from "../curvature/_ops.ts";
+import { gatherFlat, kronRows, readAll, rowColMap, scatterAddFlat } from "../curvature/_ops.ts";
 import type { Prepared } from "./prepare.ts";
 
 /** The generalised eigenbasis of one module's two Kronecker terms (full size, dead indices decoupled). */
@@ -175,9 +168,8 @@ export function rowColCostsK2(p: Prepared, b: TwoTermBasis): { rows: Tensor; col
   const LW = matmul(b.L1, p.W, { transA: true }), X = matmul(b.E1, LW, { transA: true });
   const qr = rowColMap("0.5 * a * a / b", Y, { b: Drow }),
     qc = rowColMap("0.5 * a * a / b", X, { b: Dcol });
-  const ones = fill(Tensor.emptySync(p.W.rt, [p.R, p.C], "f32", "ones"), 1);
-  const rows = rowDot(qr, ones, "rowcost"), cols = colDot(qc, ones, "colcost");
-  for (const t of [K1sq, K2sq, Drow, Dcol, WL, Y, LW, X, qr, qc, ones]) t.dispose();
+  const rows = reduce(qr, "sum", "rows"), cols = reduce(qc, "sum", "cols");
+  for (const t of [K1sq, K2sq, Drow, Dcol, WL, Y, LW, X, qr, qc]) t.dispose();
   return { rows, cols };
 }
 
