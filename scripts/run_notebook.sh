@@ -58,9 +58,10 @@ if ! install_log="$(./deno jupyter --install --force 2>&1)"; then
   echo "$install_log" >&2
   exit 1
 fi
-if ! jupyter kernelspec list 2>/dev/null | grep -q '^ *deno '; then
-  echo "run_notebook: the Deno kernelspec is not visible to Jupyter after installing it" >&2
-  jupyter kernelspec list >&2 || true
+kernels="$(jupyter kernelspec list 2>/dev/null || true)"
+if ! grep -q '^ *deno ' <<<"$kernels"; then
+  echo "run_notebook: the Deno kernelspec is not visible to Jupyter after installing it:" >&2
+  echo "$kernels" >&2
   exit 1
 fi
 
