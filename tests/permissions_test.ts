@@ -253,3 +253,59 @@ Deno.test({
     }
   },
 });
+
+/** The `--allow-*`/`--deny-*` flags of a deno.json task (`$HOME` expanded), or null without it. */
+async function taskPermissionFlags(task: string): Promise<string[] | null> {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", repo)));
+  const line: unknown = config.tasks?.[task];
+  if (typeof line !== "string") return null;
+  const home = Deno.env.get("HOME") ?? "";
+  return line.split(/\s+/).filter((t) => /^--(allow|deny)-/.test(t)).map((t) =>
+    t.replaceAll("$HOME", home)
+  );
+}
+
+const surgeonTaskFlags = await taskPermissionFlags("surgeon");
+
+Deno.test({
+  name:
+    "the deno.json `surgeon` task's own flags run the job on repo folders and refuse other writes",
+  ignore: surgeonTaskFlags === null,
+  fn: async () => {
+    const flags = surgeonTaskFlags!;
+    assert.ok(
+      !flags.some((f) => /^--allow-(all|run|ffi)\b/.test(f) || f === "-A"),
+      flags.join(" "),
+    );
+    // Fixtures inside the checkout's runs/ folder (what the task may read and write), the
+    // forbidden log root in the system temp folder.
+    const rel = `runs/.permissions-test-${Deno.pid}`;
+    const root = new URL(`${rel}/`, repo).pathname;
+    const outside = await Deno.makeTempDir({ prefix: "surgeon_perm_outside_" });
+    const f: SandboxFolders = {
+      modelDir: `${rel}/model`,
+      dataDir: `${rel}/data`,
+      logRoot: `${rel}/logs`,
+      hfCache: `${rel}/hf`,
+    };
+    try {
+      await makeTinyModelDir(join(root, "model"), "llama", 2);
+      await writeTinyData(join(root, "data"));
+      const env = { HOME: Deno.env.get("HOME") ?? "/nonexistent", HF_HUB_OFFLINE: "1" };
+      const script = new URL("examples/surgeon.ts", repo).pathname;
+      const ok = await runSandboxed(flags, script, jobArgs(f, f.logRoot), env);
+      assert.equal(ok.code, 0, `run under the task's flags failed:\n${ok.out}`);
+      assert.ok(
+        (await listFiles(join(root, "logs"))).some((p) => p.endsWith("metrics.jsonl")),
+        ok.out,
+      );
+      const bad = await runSandboxed(flags, script, jobArgs(f, outside), env);
+      assert.notEqual(bad.code, 0, bad.out);
+      assert.match(bad.out, /log_root/, bad.out);
+      assert.deepEqual(await listFiles(outside), []);
+    } finally {
+      await Deno.remove(root, { recursive: true }).catch(() => {});
+      await Deno.remove(outside, { recursive: true });
+    }
+  },
+});
