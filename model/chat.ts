@@ -200,29 +200,3 @@ export function renderChat(
     throw new ChatTemplateError(source, `cannot render: ${(e as Error).message}`);
   }
 }
-
-/**
- * Normalises the `chat_template` field of a `tokenizer_config.json`: a string, or a list of
- * named templates (`[{name, template}]`, where `default` is the chat one). Returns null when
- * there is none.
- *
- * @example
- * ```ts
- * import { chatTemplateFromConfig } from "./chat.ts";
- * chatTemplateFromConfig({ chat_template: [{ name: "default", template: "{{ x }}" }] }); // "{{ x }}"
- * chatTemplateFromConfig({}); // null
- * ```
- *
- * @param tokenizerConfig the parsed `tokenizer_config.json`
- */
-export function chatTemplateFromConfig(tokenizerConfig: Record<string, unknown>): string | null {
-  const value = tokenizerConfig.chat_template;
-  if (typeof value === "string") return value;
-  if (Array.isArray(value)) {
-    const named = value.filter((v): v is { name: string; template: string } =>
-      v !== null && typeof v === "object" && typeof v.template === "string"
-    );
-    return (named.find((v) => v.name === "default") ?? named[0])?.template ?? null;
-  }
-  return null;
-}

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import {
   type ChatMessage,
   ChatTemplateError,
-  chatTemplateFromConfig,
   type ChatTokenizer,
   plainChatPrompt,
   renderChat,
@@ -140,17 +139,4 @@ Deno.test("renderChat() rejects malformed messages by index", () => {
       ]),
     /messages\[1\] must be \{role: string, content: string\}/,
   );
-});
-
-Deno.test("chatTemplateFromConfig() reads string and named-list chat_template fields", () => {
-  assert.equal(chatTemplateFromConfig({ chat_template: "{{ a }}" }), "{{ a }}");
-  assert.equal(
-    chatTemplateFromConfig({
-      chat_template: [{ name: "tool_use", template: "T" }, { name: "default", template: "D" }],
-    }),
-    "D",
-  );
-  assert.equal(chatTemplateFromConfig({ chat_template: [{ name: "rag", template: "R" }] }), "R");
-  assert.equal(chatTemplateFromConfig({ chat_template: 3 }), null);
-  assert.equal(chatTemplateFromConfig({}), null);
 });
