@@ -6,6 +6,8 @@ import {
   plainChatPrompt,
   renderChat,
 } from "../model/chat.ts";
+import { loadTokenizer } from "../model/tokenizer.ts";
+import { makeTinyModelDir } from "./_tiny_models.ts";
 
 /** A tokenizer stand-in whose special tokens are `[BOS]` (id 1) and `[EOS]` (id 2). */
 function fakeTokenizer(chatTemplate: string | null): ChatTokenizer {
@@ -139,4 +141,20 @@ Deno.test("renderChat() rejects malformed messages by index", () => {
       ]),
     /messages\[1\] must be \{role: string, content: string\}/,
   );
+});
+
+Deno.test("renderChat() uses a loaded tokenizer's chat_template and its BOS/EOS text", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "chat_tok_" });
+  try {
+    await makeTinyModelDir(dir, "llama", 3);
+    const configPath = `${dir}/tokenizer_config.json`;
+    const config = JSON.parse(await Deno.readTextFile(configPath));
+    config.chat_template = [{ name: "default", template: markerTemplate }];
+    await Deno.writeTextFile(configPath, JSON.stringify(config));
+    const tok = await loadTokenizer(dir);
+    const text = renderChat(tok, conversation.slice(1, 2), { addGenerationPrompt: true });
+    assert.equal(text, "<s><|user|>\nName a colour.</s>\n<|assistant|>\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
