@@ -25,3 +25,4 @@ export * from "./select.ts";
 export * from "./kron.ts";
 export * from "./linalg.ts";
 export * from "./eigh.ts";
+export * from "./nn.ts";

@@ -64,7 +64,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
  */
 export const nnTuning: { rowLanes: number } = { rowLanes: 0 };
 
-function lanesFor(rt: Runtime): number {
+/**
+ * Row length above which row kernels always use 256 lanes. Mesa's llvmpipe stops every loop of
+ * an invocation, silently, once the invocation has run 65,535 loop iterations in total (measured:
+ * a loop to 70,000 ends at 65,535; a second loop after one of 60,000 gets 5,535). One lane per
+ * row makes a few passes over the row, so long rows (an OPT vocabulary of 50,272) must be split
+ * over lanes.
+ */
+const LONG_ROW = 8192;
+
+function lanesFor(rt: Runtime, rowLen: number): number {
+  if (rowLen > LONG_ROW) return 256;
   const l = nnTuning.rowLanes || (rt.adapter.isSoftware ? 1 : 256);
   if (l !== 1 && l !== 256) {
     throw new GpuError("nnTuning", `rowLanes must be 0, 1 or 256, got ${l}`);
@@ -258,7 +268,7 @@ export function layernormForward(
   check("layernormForward", mean, T, "mean");
   check("layernormForward", rstd, T, "rstd");
   const rt = inp.rt;
-  const lanes = lanesFor(rt);
+  const lanes = lanesFor(rt, C);
   const wgsl = `${storage(0, "out_", "f32", true)}
 ${storage(1, "mean_", "f32", true)}
 ${storage(2, "rstd_", "f32", true)}
@@ -314,7 +324,7 @@ export function layernormBackward(
   check("layernormBackward", dinp, T * C, "dinp");
   check("layernormBackward", dout, T * C, "dout");
   const rt = inp.rt;
-  const lanes = lanesFor(rt);
+  const lanes = lanesFor(rt, C);
   const wgsl = `${storage(0, "dinp", "f32", true)}
 ${storage(1, "dout", "f32", false)}
 ${storage(2, "inp", "f32", false)}
@@ -435,7 +445,7 @@ export function rmsnormForward(
   check("rmsnormForward", out, T * C, "out");
   check("rmsnormForward", rstd, T, "rstd");
   check("rmsnormForward", weight, C, "weight");
-  const lanes = lanesFor(inp.rt);
+  const lanes = lanesFor(inp.rt, C);
   const wgsl = `${storage(0, "out_", "f32", true)}
 ${storage(1, "rstd_", "f32", true)}
 ${storage(2, "inp", "f32", false)}
@@ -479,7 +489,7 @@ export function rmsnormBackward(
   const [T, C] = [inp.rows, inp.cols];
   check("rmsnormBackward", dinp, T * C, "dinp");
   check("rmsnormBackward", dout, T * C, "dout");
-  const lanes = lanesFor(inp.rt);
+  const lanes = lanesFor(inp.rt, C);
   const wgsl = `${storage(0, "dinp", "f32", true)}
 ${storage(1, "dout", "f32", false)}
 ${storage(2, "inp", "f32", false)}
@@ -782,7 +792,7 @@ export function softmaxForward(
   window = 0,
 ): void {
   const [T, L] = [s.shape[s.shape.length - 2], s.cols];
-  const lanes = lanesFor(s.rt);
+  const lanes = lanesFor(s.rt, L);
   const wgsl = `${storage(0, "x", "f32", true)}
 ${
     uniform(
@@ -828,7 +838,7 @@ ${rowPrelude(lanes)}
  */
 export function softmaxBackward(dp: Tensor, prob: Tensor, scale: number): void {
   const L = prob.cols;
-  const lanes = lanesFor(dp.rt);
+  const lanes = lanesFor(dp.rt, L);
   const wgsl = `${storage(0, "dx", "f32", true)}
 ${storage(1, "pr", "f32", false)}
 ${uniform(2, "rows: u32, L: u32, p0: u32, p1: u32, scale: f32, q0: f32, q1: f32, q2: f32")}
@@ -1025,7 +1035,7 @@ export function crossentropyForward(
       `rows ${rowBase}…${rowBase + Tc - 1} exceed ${losses} / ${targets}`,
     );
   }
-  const lanes = lanesFor(logits.rt);
+  const lanes = lanesFor(logits.rt, V);
   const wgsl = `${storage(0, "z", "f32", true)}
 ${storage(1, "losses", "f32", true)}
 ${storage(2, "tg", "i32", false)}

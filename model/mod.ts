@@ -12,7 +12,7 @@
  * @module
  */
 export * from "./types.ts";
-export { fromWeights, type LoadOptions, loadModel } from "./load.ts";
+export { fromWeights, loadModel, type LoadOptions } from "./load.ts";
 export { ModelError } from "./transformer.ts";
 export {
   type Checkpoint,
@@ -24,10 +24,10 @@ export {
   type TensorToWrite,
   writeSafetensors,
 } from "./safetensors.ts";
-export { HubError, type HubOptions, hubDownloadFile, resolveModel } from "./hub.ts";
+export { hubDownloadFile, HubError, type HubOptions, resolveModel } from "./hub.ts";
 export { ConfigError, loadConfig, parseConfig, SUPPORTED_MODEL_TYPES } from "./config.ts";
 export { loadTokenizer, TokenizerError } from "./tokenizer.ts";
-export { saveHfFolder, SaveError } from "./save.ts";
+export { SaveError, saveHfFolder } from "./save.ts";
 export {
   type ChatMessage,
   ChatTemplateError,
@@ -36,3 +36,11 @@ export {
   renderChat,
   type RenderChatOptions,
 } from "./chat.ts";
+export {
+  generateIds,
+  type GenerateIdsOptions,
+  generateText,
+  type GenerationModel,
+  pickToken,
+} from "./generate.ts";
+export { DecoderLM } from "./transformer.ts";
