@@ -418,6 +418,57 @@ function wgSize(rt: Runtime): number {
   return rt.adapter.isSoftware ? 8 : 64;
 }
 
+/**
+ * Workgroup size of the one-workgroup-per-system batched solver, or null when a system is too
+ * large for it. Mesa's llvmpipe silently ends every loop of an invocation once it has run 65,535
+ * loop iterations in total, so on software adapters the per-invocation share of the in-kernel
+ * Cholesky (≈ n³/6) and refinement (≈ (refine + 1)·n²·k) work must stay well below that.
+ */
+function batchedWgSize(rt: Runtime, n: number, k: number, refine: number): number | null {
+  if (!rt.adapter.isSoftware) return wgSize(rt);
+  const work = n * n * n / 6 + (refine + 2) * (n * n * k + n * n);
+  for (const wg of [8, 64, 256]) if (work / wg + 8 * n < 30000) return wg;
+  return null;
+}
+
+/** Solves the `b` systems of {@link batchedSpdSolve} one at a time with {@link spdSolve}. */
+async function solveEach(
+  Ms: Tensor,
+  Bs: Tensor,
+  X: Tensor,
+  b: number,
+  n: number,
+  k: number,
+  opts: BatchedSpdSolveOptions,
+): Promise<Tensor> {
+  const name = opts.name ?? Ms.name;
+  const rt = Ms.rt;
+  try {
+    for (let s = 0; s < b; s++) {
+      const M = Tensor.emptySync(rt, [n, n], "f32", `${name} (system ${s} of ${b})`);
+      const B = Tensor.emptySync(rt, [n, k], "f32", `${name}:rhs ${s}`);
+      try {
+        M.copyFrom(Ms, s * n * n, 0, n * n);
+        B.copyFrom(Bs, s * n * k, 0, n * k);
+        const x = await spdSolve(M, B, {
+          damp: opts.damp,
+          name: M.name,
+          maxRefine: opts.maxRefine,
+        });
+        X.copyFrom(x, 0, s * n * k, n * k);
+        x.dispose();
+      } finally {
+        M.dispose();
+        B.dispose();
+      }
+    }
+    return X;
+  } catch (e) {
+    X.dispose();
+    throw e;
+  }
+}
+
 /** A fresh status buffer: [first failing pivot, its value bits, σ bits, spare]. */
 function newStatus(rt: Runtime, name: string): Tensor {
   return Tensor.fromSync(rt, new Uint32Array([NO_FAILURE, 0, 0, 0]), [4], "u32", `${name}:status`);
@@ -1125,7 +1176,15 @@ export async function batchedSpdSolve(
   const status = Tensor.fromSync(rt, new Uint32Array(2 * b), [2 * b], "u32", `${name}:status`);
   try {
     const groups = b <= 65535 ? [b, 1] : [65535, Math.ceil(b / 65535)];
-    const wg = wgSize(rt);
+    const wg = batchedWgSize(rt, n, k, opts.maxRefine ?? 10);
+    if (wg === null) {
+      // Too large for one workgroup per system on this adapter: solve the systems one by one
+      // with the blocked path (one read-back each).
+      W.dispose();
+      R.dispose();
+      status.dispose();
+      return await solveEach(Ms, Bs, X, b, n, k, opts);
+    }
     rt.dispatch(
       rt.kernel(`linalg_batched_spd_solve_wg${wg}`, batchedSource(wg)),
       [Ms.range(), Bs.range(), W.range(), X.range(), R.range(), status.range()],

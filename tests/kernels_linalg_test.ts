@@ -374,7 +374,16 @@ Deno.test("spdSolve() meets 1e-4 at κ = 1e6 and handles vectors and damping", a
 
 Deno.test("batchedSpdSolve() matches float64 per system and names a failing system", async () => {
   const rng = new Rng(31);
-  for (const [b, n, k, kappa] of [[1, 1, 1, 1], [5, 17, 3, 1e3], [3, 70, 2, 1e5]]) {
+  // 200 and 300 exceed what one small workgroup may loop over on llvmpipe (65,535 loop
+  // iterations per invocation): they must take the wider-workgroup or one-by-one paths.
+  for (
+    const [b, n, k, kappa] of [[1, 1, 1, 1], [5, 17, 3, 1e3], [3, 70, 2, 1e5], [2, 200, 2, 1e3], [
+      1,
+      300,
+      1,
+      1e3,
+    ]]
+  ) {
     const ms = new Float32Array(b * n * n), bs = rng.normals(b * n * k);
     for (let s = 0; s < b; s++) ms.set(withCondition(n, kappa, rng), s * n * n);
     const X = await batchedSpdSolve(await upload(ms, [b, n, n]), await upload(bs, [b, n, k]));
