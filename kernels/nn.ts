@@ -73,8 +73,20 @@ export const nnTuning: { rowLanes: number } = { rowLanes: 0 };
  */
 const LONG_ROW = 8192;
 
-function lanesFor(rt: Runtime, rowLen: number): number {
-  if (rowLen > LONG_ROW) return 256;
+/**
+ * Rows (tokens) one lane walks in one dispatch of the column reductions (norm parameter and
+ * embedding gradients); longer inputs accumulate over several dispatches, so that a lane stays
+ * well under llvmpipe's 65,535 loop iterations (see {@link LONG_ROW}).
+ */
+const TOKEN_CHUNK = 32768;
+
+/**
+ * Lanes per row for a row kernel whose single lane would run `passes` loops over a row of
+ * `rowLen` (default 3: max, sum, write): 256 whenever one lane would exceed `3·LONG_ROW`
+ * iterations.
+ */
+function lanesFor(rt: Runtime, rowLen: number, passes = 3): number {
+  if (rowLen * Math.max(passes, 3) > 3 * LONG_ROW) return 256;
   const l = nnTuning.rowLanes || (rt.adapter.isSoftware ? 1 : 256);
   if (l !== 1 && l !== 256) {
     throw new GpuError("nnTuning", `rowLanes must be 0, 1 or 256, got ${l}`);
@@ -219,25 +231,28 @@ export function embeddingBackward(dtable: Tensor, dout: Tensor, ids: Tensor, row
   const wgsl = `${storage(0, "dtable", "f32", true)}
 ${storage(1, "dout", "f32", false)}
 ${storage(2, "ids", "i32", false)}
-${uniform(3, "n: u32, C: u32, start: u32, T: u32")}
+${uniform(3, "n: u32, C: u32, start: u32, t0: u32, t1: u32, p0: u32, p1: u32, p2: u32")}
 ${ELEM_MAIN}
   if (i >= p.n) { return; }
   let v = i32(i / p.C + p.start);
   let c = i % p.C;
   var s = 0.0;
-  for (var t = 0u; t < p.T; t++) {
+  for (var t = p.t0; t < p.t1; t++) {
     if (ids[t] == v) { s = s + dout[t * p.C + c]; }
   }
   dtable[i] = dtable[i] + s;
 }`;
-  dispatchElems(
-    dtable.rt,
-    "nn.embedding_backward",
-    wgsl,
-    [dtable, dout, ids],
-    packParams(dtable.size, C, rowStart, T),
-    dtable.size,
-  );
+  // Chunks of TOKEN_CHUNK tokens (accumulating): llvmpipe's per-invocation loop limit.
+  for (let t0 = 0; t0 < T; t0 += TOKEN_CHUNK) {
+    dispatchElems(
+      dtable.rt,
+      "nn.embedding_backward",
+      wgsl,
+      [dtable, dout, ids],
+      packParams(dtable.size, C, rowStart, t0, Math.min(T, t0 + TOKEN_CHUNK)),
+      dtable.size,
+    );
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -398,12 +413,12 @@ ${storage(2, "dout", "f32", false)}
 ${storage(3, "inp", "f32", false)}
 ${storage(4, "mean_", "f32", false)}
 ${storage(5, "rstd_", "f32", false)}
-${uniform(6, "T: u32, C: u32, hasB: u32, rms: u32")}
+${uniform(6, "t0: u32, C: u32, hasB: u32, rms: u32, t1: u32, p0: u32, p1: u32, p2: u32")}
 ${ELEM_MAIN}
   if (i >= p.C) { return; }
   var sw = 0.0;
   var sb = 0.0;
-  for (var t = 0u; t < p.T; t++) {
+  for (var t = p.t0; t < p.t1; t++) {
     let d = dout[t * p.C + i];
     var x = inp[t * p.C + i];
     if (p.rms == 0u) { x = x - mean_[t]; }
@@ -413,14 +428,18 @@ ${ELEM_MAIN}
   dw[i] = dw[i] + sw;
   if (p.hasB == 1u) { db[i] = db[i] + sb; }
 }`;
-  dispatchElems(
-    rt,
-    "nn.norm_param_backward",
-    wgsl,
-    [dweight, dbias ?? dummy(rt), dout, inp, mean ?? rstd, rstd],
-    packParams(T, C, dbias ? 1 : 0, mean ? 0 : 1),
-    C,
-  );
+  // One lane per column walks the rows: chunks of TOKEN_CHUNK rows (accumulating) keep it under
+  // llvmpipe's per-invocation loop limit.
+  for (let t0 = 0; t0 < T; t0 += TOKEN_CHUNK) {
+    dispatchElems(
+      rt,
+      "nn.norm_param_backward",
+      wgsl,
+      [dweight, dbias ?? dummy(rt), dout, inp, mean ?? rstd, rstd],
+      packParams(t0, C, dbias ? 1 : 0, mean ? 0 : 1, Math.min(T, t0 + TOKEN_CHUNK)),
+      C,
+    );
+  }
 }
 
 /**
@@ -1035,7 +1054,8 @@ export function crossentropyForward(
       `rows ${rowBase}…${rowBase + Tc - 1} exceed ${losses} / ${targets}`,
     );
   }
-  const lanes = lanesFor(logits.rt, V);
+  // The gradient pass scans the S labels for every column: 3 + S passes for one lane.
+  const lanes = lanesFor(logits.rt, V, grad ? 3 + samples : 3);
   const wgsl = `${storage(0, "z", "f32", true)}
 ${storage(1, "losses", "f32", true)}
 ${storage(2, "tg", "i32", false)}
@@ -1087,6 +1107,19 @@ ${rowPrelude(lanes)}
 }
 
 /**
+ * `taken(c, n)`: whether label c is among the first n chosen ones, as straight-line code. A loop
+ * here would run inside the per-column loops of sampleLabels and multiply their iteration count
+ * by up to 16, past llvmpipe's per-invocation loop limit (see {@link LONG_ROW}) for vocabularies
+ * above ~54,000.
+ */
+const TAKEN = `fn taken(c: u32, n: u32) -> bool {
+  let ic = i32(c);
+  return ${
+  [...Array(16).keys()].map((j) => `(n > ${j}u && chosen_[${j}] == ic)`).join(" ||\n    ")
+};
+}`;
+
+/**
  * Draws `S` distinct labels per row from `softmax(logits)` (sampling without replacement, as the
  * reference's sampled Fisher does), by inverse CDF with the given uniforms. Rows with global
  * index ≥ `validRows` get label −1 (no loss).
@@ -1115,10 +1148,7 @@ ${uniform(3, "rows: u32, V: u32, S: u32, base: u32, valid: u32, p0: u32, p1: u32
 ${REDUCE}
 var<workgroup> part_: array<f32, 256>;
 var<workgroup> chosen_: array<i32, 16>;
-fn taken(c: u32, n: u32) -> bool {
-  for (var j = 0u; j < n; j++) { if (chosen_[j] == i32(c)) { return true; } }
-  return false;
-}
+${TAKEN}
 ${ROW_MAIN}
   if (row >= p.rows) { return; }
   let base = row * p.V;
