@@ -188,7 +188,10 @@ export class Runtime {
     if (gx === 0 || gy === 0 || gz === 0) return;
     const lim = this.device.limits.maxComputeWorkgroupsPerDimension;
     if (gx > lim || gy > lim || gz > lim) {
-      throw new GpuError(kernel.name, `dispatch ${gx}×${gy}×${gz} exceeds ${lim} workgroups per dimension`);
+      throw new GpuError(
+        kernel.name,
+        `dispatch ${gx}×${gy}×${gz} exceeds ${lim} workgroups per dimension`,
+      );
     }
     const entries: GPUBindGroupEntry[] = bindings.map((b, i) => ({
       binding: i,
@@ -223,7 +226,13 @@ export class Runtime {
   write(dst: GPUBuffer, dstOffset: number, data: ArrayBufferView): void {
     this.#checkLost();
     if (this.#encoder) this.flush();
-    this.device.queue.writeBuffer(dst, dstOffset, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    this.device.queue.writeBuffer(
+      dst,
+      dstOffset,
+      data.buffer as ArrayBuffer,
+      data.byteOffset,
+      data.byteLength,
+    );
   }
 
   /** Submits everything recorded so far without waiting for it. */
@@ -321,7 +330,9 @@ export class Runtime {
   }
 
   #paramSlot(params: ArrayBuffer): { buffer: GPUBuffer; offset: number } {
-    if (params.byteLength > PARAM_SLOT) throw new GpuError("params", "parameter block over 256 bytes");
+    if (params.byteLength > PARAM_SLOT) {
+      throw new GpuError("params", "parameter block over 256 bytes");
+    }
     if (!this.#pageBuf || this.#pageUsed + PARAM_SLOT > PARAM_PAGE) {
       if (this.#pageBuf) this.#pages.push(this.#pageBuf);
       this.#pageBuf = this.device.createBuffer({
@@ -386,7 +397,8 @@ async function createRuntime(): Promise<Runtime> {
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures: features });
   const info = adapter.info;
   const description = info.description || info.device || "unknown adapter";
-  const isSoftware = Boolean(info.isFallbackAdapter) || /llvmpipe|lavapipe|swiftshader/i.test(description);
+  const isSoftware = Boolean(info.isFallbackAdapter) ||
+    /llvmpipe|lavapipe|swiftshader/i.test(description);
   return new Runtime(device, {
     description,
     vendor: info.vendor,

@@ -45,12 +45,21 @@ export class Tensor {
   }
 
   /** An uninitialised (zero-filled by WebGPU) tensor. */
-  static async empty(shape: readonly number[], dtype: DType = "f32", name = "tensor"): Promise<Tensor> {
+  static async empty(
+    shape: readonly number[],
+    dtype: DType = "f32",
+    name = "tensor",
+  ): Promise<Tensor> {
     return new Tensor(await gpu(), shape, dtype, name);
   }
 
   /** Synchronous variant of {@link empty} for code that already holds the runtime. */
-  static emptySync(rt: Runtime, shape: readonly number[], dtype: DType = "f32", name = "tensor"): Tensor {
+  static emptySync(
+    rt: Runtime,
+    shape: readonly number[],
+    dtype: DType = "f32",
+    name = "tensor",
+  ): Tensor {
     return new Tensor(rt, shape, dtype, name);
   }
 
@@ -85,7 +94,10 @@ export class Tensor {
     const t = new Tensor(rt, shape, dt, name);
     if (data.length !== t.size) {
       t.dispose();
-      throw new GpuError(name, `data length ${data.length} does not match shape [${shape.join(", ")}]`);
+      throw new GpuError(
+        name,
+        `data length ${data.length} does not match shape [${shape.join(", ")}]`,
+      );
     }
     t.write(data);
     return t;
@@ -116,12 +128,17 @@ export class Tensor {
   range(start = 0, count = this.size - start): BufferRange {
     const offset = start * 4;
     if (offset % this.rt.offsetAlign !== 0) {
-      throw new GpuError(this.name, `binding offset ${offset} bytes is not ${this.rt.offsetAlign}-aligned`);
+      throw new GpuError(
+        this.name,
+        `binding offset ${offset} bytes is not ${this.rt.offsetAlign}-aligned`,
+      );
     }
     if (count * 4 > this.rt.maxBinding) {
       throw new GpuError(
         this.name,
-        `binding of ${count * 4} bytes exceeds maxStorageBufferBindingSize ${this.rt.maxBinding}; ` +
+        `binding of ${
+          count * 4
+        } bytes exceeds maxStorageBufferBindingSize ${this.rt.maxBinding}; ` +
           `the kernel must split it`,
       );
     }
@@ -137,7 +154,10 @@ export class Tensor {
     else if (this.dtype === "u32") view = Uint32Array.from(data);
     else view = Int32Array.from(data);
     if (offset + view.length > this.size) {
-      throw new GpuError(this.name, `write of ${view.length} elements at ${offset} overflows size ${this.size}`);
+      throw new GpuError(
+        this.name,
+        `write of ${view.length} elements at ${offset} overflows size ${this.size}`,
+      );
     }
     // writeBuffer needs a multiple of 4 bytes: always true for 4-byte elements. A zero-byte
     // writeBuffer panics Deno 2.9.6 (ext/webgpu/queue.rs), so skip empty writes.
@@ -181,7 +201,10 @@ export class Tensor {
   reshape(shape: readonly number[], name = this.name): Tensor {
     const size = shape.reduce((a, b) => a * b, 1);
     if (size !== this.size) {
-      throw new GpuError(this.name, `cannot reshape [${this.shape}] (${this.size}) to [${shape}] (${size})`);
+      throw new GpuError(
+        this.name,
+        `cannot reshape [${this.shape}] (${this.size}) to [${shape}] (${size})`,
+      );
     }
     const t = new Tensor(this.rt, shape, this.dtype, name);
     this.rt.copy(this.buffer, 0, t.buffer, 0, this.size * 4);
@@ -220,7 +243,7 @@ function collect(value: unknown, out: Set<Tensor>, depth = 0): void {
     out.add(value);
     return;
   }
-  if (Array.isArray(value)) for (const v of value) collect(v, out, depth + 1);
+  if (Array.isArray(value)) { for (const v of value) collect(v, out, depth + 1); }
   else if (Object.getPrototypeOf(value) === Object.prototype || value instanceof Map) {
     const vals = value instanceof Map ? [...value.values()] : Object.values(value);
     for (const v of vals) collect(v, out, depth + 1);

@@ -9,7 +9,11 @@ export function assertClose(
   atol = 1e-6,
   what = "values",
 ): void {
-  assert.equal(actual.length, expected.length, `${what}: length ${actual.length} ≠ ${expected.length}`);
+  assert.equal(
+    actual.length,
+    expected.length,
+    `${what}: length ${actual.length} ≠ ${expected.length}`,
+  );
   let worst = -1, worstErr = 0;
   for (let i = 0; i < actual.length; i++) {
     const a = actual[i], e = expected[i];
