@@ -538,6 +538,21 @@ export function matmul(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
   return out;
 }
 
+/**
+ * Longest K chunk whose K loop stays under 32,768 iterations per invocation. Mesa's llvmpipe
+ * silently ends every loop of an invocation after 65,535 iterations in total, so on software
+ * adapters K is split (accumulating through C) before that. The default software configurations
+ * (kChunk 256 or 1024) are far below; this guards overrides such as a large `kChunk` or tiles.
+ */
+function loopSafeK(cfg: GemmConfig): number {
+  const budget = 32768;
+  if (cfg.tileK === 0) return 4 * (budget - 4);
+  const TM = cfg.rows * cfg.wgY, TN = cfg.cols * cfg.wgX, NT = cfg.wgX * cfg.wgY;
+  const perStep = 1 + Math.ceil((cfg.tileK * TM) / NT) + Math.ceil((cfg.tileK * TN) / NT) +
+    cfg.tileK;
+  return Math.floor(budget / perStep) * cfg.tileK;
+}
+
 /** Elements one binding may hold, minus slack for offset alignment and vec4 rounding. */
 function bindLimit(rt: Runtime): number {
   return Math.floor(rt.maxBinding / 4) - 2 * (rt.offsetAlign / 4) - 8;
@@ -593,6 +608,7 @@ function run(
       nc = nc >= tileN ? Math.floor(nc / tileN) * tileN : Math.max(4, Math.floor(nc / 4) * 4);
     }
   }
+  if (rt.adapter.isSoftware) kc = Math.min(kc, loopSafeK(cfg));
   if (kc < K) kc = Math.max(4, Math.floor(kc / 4) * 4);
   const sym = flags.sym && whole;
   // K chunks: [k0, length, kernel, tile]. The vec4 kernel walks K in steps of 4 only; a K that

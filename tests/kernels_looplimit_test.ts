@@ -7,13 +7,14 @@
  */
 import assert from "node:assert/strict";
 import { Tensor } from "../kernels/mod.ts";
+import { matmul } from "../kernels/gemm.ts";
 import {
   crossentropyForward,
   embeddingBackward,
   layernormParamBackward,
   sampleLabels,
 } from "../kernels/nn.ts";
-import { assertClose, Rng } from "./_util.ts";
+import { assertClose, matmulRef, relFrob, Rng } from "./_util.ts";
 
 const up = (a: ArrayLike<number>, shape: number[]) => Tensor.from(Float32Array.from(a), shape);
 
@@ -140,4 +141,24 @@ Deno.test("looplimit: embedding gradient over 70,000 tokens", async () => {
     if (v < Vp) { for (let c = 0; c < C; c++) ref[v * C + c] += dout[t * C + c]; }
   }
   assert.deepEqual([...await dtable.read()], [...ref]);
+});
+
+Deno.test("looplimit: matmul with one K chunk of 300,000 (vec4) and 540,000 (tiled)", async () => {
+  // Before: a configuration with a large kChunk walked all of K in one invocation
+  // (K/4 = 75,000 vec4 steps; 67,500 tiles of 8).
+  const rng = new Rng(2);
+  const cases = [
+    { M: 4, N: 8, K: 300000, config: { rows: 4, cols: 4, wgX: 8, wgY: 8, tileK: 0, vec: true } },
+    { M: 5, N: 6, K: 540000, config: { rows: 4, cols: 4, wgX: 16, wgY: 16, tileK: 8, vec: false } },
+  ];
+  for (const { M, N, K, config } of cases) {
+    // Uniform [0, 1) entries: every dropped K step would lower the sums visibly.
+    const a = Float64Array.from({ length: M * K }, () => Math.fround(rng.next()));
+    const b = Float64Array.from({ length: K * N }, () => Math.fround(rng.next()));
+    const c = matmul(await up(a, [M, K]), await up(b, [K, N]), {
+      config: { ...config, kChunk: 1 << 30 },
+    });
+    const err = relFrob(await c.read(), matmulRef(a, b, M, N, K));
+    assert.ok(err < 1e-4, `K = ${K}, tileK ${config.tileK}: relative error ${err}`);
+  }
 });
