@@ -18,6 +18,8 @@ export class GpuError extends Error {
   /** The operation (kernel name, buffer name, …) that failed. */
   readonly op: string;
   /**
+   * Creates an error for operation `op`.
+   *
    * @param op the operation that failed
    * @param message what went wrong
    */
@@ -88,6 +90,7 @@ export class Runtime {
   #dispatches = 0;
   #syncs = 0;
 
+  /** Wraps a device; use {@link gpu} to get the shared runtime instead. */
   constructor(device: GPUDevice, adapter: AdapterFacts) {
     this.device = device;
     this.adapter = adapter;
@@ -424,7 +427,11 @@ export function packParams(...values: (number | F32)[]): ArrayBuffer {
 export class F32 {
   /** The value. */
   readonly value: number;
-  /** @param value the float value */
+  /**
+   * Wraps `value`.
+   *
+   * @param value the float value
+   */
   constructor(value: number) {
     this.value = value;
   }

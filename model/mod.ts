@@ -12,7 +12,30 @@
  * @module
  */
 export * from "./types.ts";
-export { fromWeights, loadModel, type LoadOptions } from "./load.ts";
+export { loadModel, type LoadOptions } from "./load.ts";
+import { fromWeights as buildFromWeights } from "./load.ts";
+import type { CausalLM, ModelConfig, TextTokenizer, WeightSource } from "./types.ts";
+
+/**
+ * Builds a model on the GPU from any {@link WeightSource} (e.g. tensors made in memory) and a
+ * parsed configuration, without a model folder.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const model = await fromWeights(parseConfig(rawConfig), weights);
+ * ```
+ *
+ * @param config the parsed configuration ({@link parseConfig})
+ * @param weights where the tensors come from, by Hugging Face name
+ * @param tokenizer the tokenizer, if any
+ */
+export function fromWeights(
+  config: ModelConfig,
+  weights: WeightSource,
+  tokenizer: TextTokenizer | null = null,
+): Promise<CausalLM> {
+  return buildFromWeights(config, weights, tokenizer);
+}
 export { ModelError } from "./transformer.ts";
 export {
   type Checkpoint,
@@ -26,8 +49,8 @@ export {
 } from "./safetensors.ts";
 export { hubDownloadFile, HubError, type HubOptions, resolveModel } from "./hub.ts";
 export { ConfigError, loadConfig, parseConfig, SUPPORTED_MODEL_TYPES } from "./config.ts";
-export { loadTokenizer, TokenizerError } from "./tokenizer.ts";
-export { SaveError, saveHfFolder } from "./save.ts";
+export { type HfTokenizer, loadTokenizer, TokenizerError } from "./tokenizer.ts";
+export { SaveError, saveHfFolder, type SaveOptions } from "./save.ts";
 export {
   type ChatMessage,
   ChatTemplateError,
@@ -43,4 +66,4 @@ export {
   type GenerationModel,
   pickToken,
 } from "./generate.ts";
-export { DecoderLM } from "./transformer.ts";
+export type { KvCache } from "./transformer.ts";

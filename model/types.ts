@@ -99,25 +99,39 @@ export interface TextTokenizer {
 
 /** OPT configuration, normalised from config.json. */
 export interface OptConfig {
+  /** Always "opt". */
   modelType: "opt";
+  /** Vocabulary size (rows of the embedding). */
   vocabSize: number;
+  /** Width of the residual stream. */
   hiddenSize: number;
+  /** Number of decoder layers. */
   numLayers: number;
+  /** Attention heads. */
   numHeads: number;
+  /** Width of the MLP (fc1 outputs). */
   ffnDim: number;
+  /** max_position_embeddings: the default context length. */
   maxPositions: number;
   /** Embedding width; ≠ hiddenSize means project_in/project_out exist (opt-350m). */
   wordEmbedProjDim: number;
   /** Pre-LN (true for all OPT except 350m). */
   doLayerNormBefore: boolean;
+  /** MLP activation. */
   activation: "relu" | "gelu";
+  /** LayerNorm epsilon. */
   layerNormEps: number;
   /** Elementwise affine in layer norms. */
   layerNormAffine: boolean;
+  /** Whether linear layers have biases. */
   enableBias: boolean;
+  /** LM head shares the token embedding. */
   tieWordEmbeddings: boolean;
+  /** Beginning-of-sequence token id. */
   bosTokenId: number | null;
+  /** End-of-sequence token id. */
   eosTokenId: number | null;
+  /** Padding token id. */
   padTokenId: number | null;
   /** The original config.json object (written back on save). */
   raw: Record<string, unknown>;
@@ -128,36 +142,61 @@ export type RopeScaling =
   | null
   | { type: "linear"; factor: number }
   | {
+    /** Llama 3 per-frequency smoothing. */
     type: "llama3";
+    /** Scaling factor. */
     factor: number;
+    /** Llama 3 low-frequency factor. */
     lowFreqFactor: number;
+    /** Llama 3 high-frequency factor. */
     highFreqFactor: number;
+    /** Context length the model was trained with. */
     originalMaxPositions: number;
   };
 
 /** Llama (and Mistral-style) configuration, normalised from config.json. */
 export interface LlamaConfig {
+  /** "llama", or "mistral" for Llama with a sliding window. */
   modelType: "llama" | "mistral";
+  /** Vocabulary size (rows of the embedding). */
   vocabSize: number;
+  /** Width of the residual stream. */
   hiddenSize: number;
+  /** Number of decoder layers. */
   numLayers: number;
+  /** Attention heads. */
   numHeads: number;
+  /** Key/value heads (grouped-query attention when < numHeads). */
   numKvHeads: number;
+  /** Width of one attention head. */
   headDim: number;
+  /** Width of the gated MLP. */
   intermediateSize: number;
+  /** max_position_embeddings: the default context length. */
   maxPositions: number;
+  /** RMSNorm epsilon. */
   rmsNormEps: number;
+  /** RoPE base frequency. */
   ropeTheta: number;
+  /** RoPE scaling, or null. */
   ropeScaling: RopeScaling;
+  /** Attention projections have biases. */
   attentionBias: boolean;
+  /** MLP projections have biases. */
   mlpBias: boolean;
+  /** LM head shares the token embedding. */
   tieWordEmbeddings: boolean;
+  /** MLP activation (SiLU-gated). */
   hiddenAct: "silu";
   /** Sliding-window attention span (Mistral), or null. */
   slidingWindow: number | null;
+  /** Beginning-of-sequence token id. */
   bosTokenId: number | null;
+  /** End-of-sequence token id. */
   eosTokenId: number | null;
+  /** Padding token id. */
   padTokenId: number | null;
+  /** The original config.json object (written back on save). */
   raw: Record<string, unknown>;
 }
 
@@ -178,15 +217,21 @@ export interface WeightSource {
 
 /** Options of {@link CausalLM.generate}. */
 export interface GenerateOptions {
+  /** New tokens to generate. */
   maxTokens?: number;
+  /** Sampling temperature; 0 = greedy. */
   temperature?: number;
+  /** Nucleus sampling mass. */
   topP?: number;
+  /** Seed of the sampler. */
   seed?: number;
 }
 
 /** A causal language model on the GPU (OPT or Llama family). */
 export interface CausalLM {
+  /** Architecture family. */
   readonly family: "opt" | "llama";
+  /** The normalised configuration. */
   readonly config: ModelConfig;
   /** The tokenizer, when the model folder had one. */
   readonly tokenizer: TextTokenizer | null;
