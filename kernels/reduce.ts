@@ -152,6 +152,8 @@ function segments(
   op: AnyOp,
   firstPass: boolean,
   dst: Tensor,
+  srcBase = 0,
+  dstBase = 0,
 ): void {
   const rt = src.rt;
   const segCount = Math.ceil(n / segStride);
@@ -161,10 +163,27 @@ function segments(
     const count = Math.min(perWindow, segCount - s0);
     const start = s0 * segStride;
     const len = Math.min(n - start, count * segStride);
-    const w = window(rt, src, start, len);
-    const params = packParams(len, segStride, segLen, count, w.off, s0, info(op).init, 0);
+    const w = window(rt, src, srcBase + start, len);
+    const params = packParams(len, segStride, segLen, count, w.off, dstBase + s0, info(op).init, 0);
     rt.dispatch(k, [w.range, dst.range()], params, grid(count));
   }
+}
+
+/**
+ * Longest row that one workgroup reduces in one pass: its lanes then loop at most
+ * `LONG_ROW / WG` = 16,384 times. Mesa's llvmpipe silently ends every loop of an invocation after
+ * 65,535 iterations in total, so longer rows go through per-row partials of `SEG` elements.
+ */
+const LONG_ROW = 1 << 20;
+
+/** Rows longer than {@link LONG_ROW}: partials of `SEG` elements per row, then their rows. */
+function longRows(t: Tensor, R: number, C: number, op: AnyOp, out: Tensor): void {
+  const parts = Math.ceil(C / SEG);
+  const type = info(op).type;
+  const partial = new Tensor(t.rt, [R, parts], type === "f32" ? "f32" : "u32", "reduce_rows");
+  for (let r = 0; r < R; r++) segments(t, C, SEG, SEG, op, true, partial, r * C, r * parts);
+  segments(partial, R * parts, parts, parts, later(op), false, out);
+  partial.dispose();
 }
 
 /** Reduces an `[R, C]` matrix to `[C]` through per-block partials. */
@@ -222,7 +241,8 @@ function run(t: Tensor, op: AnyOp, axis: ReduceAxis): Tensor {
   if (axis === "cols") return columns(t, R, C, op, true);
   if (axis === "rows") {
     const out = new Tensor(rt, [R], dt, what);
-    if (C >= 256) segments(t, t.size, C, C, op, true, out);
+    if (C > LONG_ROW) longRows(t, R, C, op, out);
+    else if (C >= 256) segments(t, t.size, C, C, op, true, out);
     else narrowRows(t, R, C, op, out);
     return out;
   }

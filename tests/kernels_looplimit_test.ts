@@ -7,7 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { Tensor } from "../kernels/mod.ts";
+import { map } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/gemm.ts";
+import { reduce } from "../kernels/reduce.ts";
 import {
   crossentropyForward,
   embeddingBackward,
@@ -161,4 +163,16 @@ Deno.test("looplimit: matmul with one K chunk of 300,000 (vec4) and 540,000 (til
     const err = relFrob(await c.read(), matmulRef(a, b, M, N, K));
     assert.ok(err < 1e-4, `K = ${K}, tileK ${config.tileK}: relative error ${err}`);
   }
+});
+
+Deno.test("looplimit: row reductions over rows of 4,500,000 elements", async () => {
+  // Before: one workgroup of 64 lanes per row, each lane looping C/64 = 70,313 times.
+  const [R, C] = [2, 4500000];
+  const x = await Tensor.zeros([R, C]);
+  map("f32(p.base + i)", [], [], { out: x }); // x[r, c] = r·C + c (rounded to f32)
+  const mx = await reduce(x, "max", "rows").read();
+  assert.deepEqual([...mx], [Math.fround(C - 1), Math.fround(2 * C - 1)]);
+  map("1.0", [], [], { out: x });
+  assert.deepEqual([...await reduce(x, "sum", "rows").read()], [C, C]);
+  x.dispose();
 });
