@@ -123,9 +123,30 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   }
 }`;
 
-/** stats[0] = Σ_{i≠j} A_ij², stats[1] = Σ_i A_ii² (one workgroup). */
-const OFF_NORM = `
+/**
+ * rows[2i] = Σ_{j≠i} A_ij², rows[2i + 1] = A_ii²: one lane per row (m ≤ 5792 iterations each).
+ * A single workgroup walking all m² entries would loop m²/256 times per lane, past llvmpipe's
+ * silent limit of 65,535 loop iterations per invocation for m > 4095.
+ */
+const ROW_NORMS = `
 @group(0) @binding(0) var<storage, read> A: array<f32>;
+@group(0) @binding(1) var<storage, read_write> rows: array<f32>;
+struct P { m: u32, p0: u32, p1: u32, p2: u32 };
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x;
+  if (i >= p.m) { return; }
+  var o = 0.0;
+  for (var j = 0u; j < p.m; j++) { let v = select(A[i * p.m + j], 0.0, j == i); o += v * v; }
+  let d = A[i * p.m + i];
+  rows[2u * i] = o;
+  rows[2u * i + 1u] = d * d;
+}`;
+
+/** stats[0] = Σ_i rows[2i], stats[1] = Σ_i rows[2i + 1] (one workgroup). */
+const OFF_NORM = `
+@group(0) @binding(0) var<storage, read> rows: array<f32>;
 @group(0) @binding(1) var<storage, read_write> stats: array<f32>;
 struct P { m: u32, p0: u32, p1: u32, p2: u32 };
 @group(0) @binding(2) var<uniform> p: P;
@@ -134,10 +155,7 @@ var<workgroup> sd: array<f32, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32) {
   var o = 0.0; var d = 0.0;
-  for (var idx = t; idx < p.m * p.m; idx += 256u) {
-    let v = A[idx];
-    if (idx / p.m == idx % p.m) { d += v * v; } else { o += v * v; }
-  }
+  for (var i = t; i < p.m; i += 256u) { o += rows[2u * i]; d += rows[2u * i + 1u]; }
   so[t] = o; sd[t] = d;
   workgroupBarrier();
   for (var w = 128u; w > 0u; w = w / 2u) {
@@ -237,6 +255,7 @@ export async function eigh(
   let V = Tensor.emptySync(rt, [m, m], "f32", `${name}:jacobi_v`);
   let W = Tensor.emptySync(rt, [m, m], "f32", `${name}:jacobi_w`);
   const stats = Tensor.emptySync(rt, [2], "f32", `${name}:offnorm`);
+  const rowNorms = Tensor.emptySync(rt, [2 * m], "f32", `${name}:row_offnorms`);
   const rot = Tensor.emptySync(rt, [m], "f32", `${name}:rotations`);
   const rank = Tensor.emptySync(rt, [n], "u32", `${name}:rank`);
   try {
@@ -249,7 +268,8 @@ export async function eigh(
     );
     const rotKernel = rt.kernel("eigh_rotations", ROTATIONS);
     const roundKernel = rt.kernel("eigh_round", ROUND);
-    const offKernel = rt.kernel("eigh_off_norm", OFF_NORM);
+    const rowNormKernel = rt.kernel("eigh_row_norms", ROW_NORMS);
+    const offKernel = rt.kernel("eigh_off_norm_rows", OFF_NORM);
     const h = m / 2;
     let sweeps = 0;
     let prevOff = Infinity;
@@ -274,7 +294,13 @@ export async function eigh(
         }
       }
       sweeps += batch;
-      rt.dispatch(offKernel, [A.range(), stats.range()], packParams(m, 0, 0, 0), [1]);
+      rt.dispatch(
+        rowNormKernel,
+        [A.range(), rowNorms.range()],
+        packParams(m, 0, 0, 0),
+        [Math.ceil(m / 64)],
+      );
+      rt.dispatch(offKernel, [rowNorms.range(), stats.range()], packParams(m, 0, 0, 0), [1]);
       const [off2, diag2] = await stats.read();
       if (!Number.isFinite(off2) || !Number.isFinite(diag2)) {
         throw new GpuError(op, `non-finite entries during the Jacobi sweeps (is ${name} finite?)`);
@@ -302,6 +328,6 @@ export async function eigh(
     vectors.dispose();
     throw e;
   } finally {
-    for (const t of [A, B, V, W, stats, rank, rot]) t.dispose();
+    for (const t of [A, B, V, W, stats, rowNorms, rank, rot]) t.dispose();
   }
 }
