@@ -5,7 +5,16 @@
  */
 import type { Tensor } from "../kernels/tensor.ts";
 
-/** Which curvature model of the loss (ALGORITHM.md §2.2–§2.5). */
+/**
+ * Which curvature model of the loss (ALGORITHM.md §2.2–§2.5).
+ *
+ * @example Usage
+ * ```ts
+ * import type { CurvatureKind } from "./mod.ts";
+ * const kinds: CurvatureKind[] = ["identity", "activations", "kfac"];
+ * console.log(kinds.length); // 3
+ * ```
+ */
 export type CurvatureKind = "identity" | "activations" | "kfac";
 
 /**
@@ -14,6 +23,15 @@ export type CurvatureKind = "identity" | "activations" | "kfac";
  *
  * Identity is represented lazily: empty `G` and `A` lists mean `G = I_R`, `A = I_C`; an empty
  * `G` with a non-empty `A` (Activations) means `G = I_R`.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type LayerCurvature, layerKind } from "./mod.ts";
+ * // The lazy identity: no factors, no diagonal.
+ * const ident: LayerCurvature = { G: [], A: [], D: null };
+ * assert.equal(layerKind(ident), "identity");
+ * ```
  */
 export interface LayerCurvature {
   /** Output-side factors `[R, R]`, one per Kronecker rank (empty = identity). */
@@ -26,10 +44,31 @@ export interface LayerCurvature {
   kind?: CurvatureKind;
 }
 
-/** Curvature of every prunable module, keyed by `PrunableLinear.name`. */
+/**
+ * Curvature of every prunable module, keyed by `PrunableLinear.name`.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import type { Curvature } from "./mod.ts";
+ * const curv: Curvature = new Map();
+ * curv.set("model.decoder.layers.0.fc1", { G: [], A: [], D: null, kind: "identity" });
+ * assert.equal(curv.size, 1);
+ * ```
+ */
 export type Curvature = Map<string, LayerCurvature>;
 
-/** Options of `estimateCurvature` (names follow the reference's flags). */
+/**
+ * Options of `estimateCurvature` (names follow the reference's flags).
+ *
+ * @example Usage
+ * ```ts
+ * import type { CurvatureOptions } from "./mod.ts";
+ * // KFAC with rank 1 from 4 power-iteration half-steps and one sampled label per position.
+ * const opts: CurvatureOptions = { kind: "kfac", kpcaIter: 4, krank: 1, fisherSamples: 1 };
+ * console.log(opts.kind); // "kfac"
+ * ```
+ */
 export interface CurvatureOptions {
   /** The estimate (`--curvature`). */
   kind: CurvatureKind;
@@ -58,7 +97,18 @@ export interface CurvatureOptions {
   onProgress?: (msg: string) => void;
 }
 
-/** An error of curvature estimation; the message names the module and the sequence. */
+/**
+ * An error of curvature estimation; the message names the module and the sequence.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { CurvatureError } from "./mod.ts";
+ * const err = new CurvatureError("fc1: --kpca_iter must be even, got 3");
+ * assert.equal(err.name, "CurvatureError");
+ * assert.ok(err instanceof Error);
+ * ```
+ */
 export class CurvatureError extends Error {
   /**
    * Creates the error.
@@ -89,7 +139,21 @@ export function disposeCurvature(c: Curvature | null | undefined): void {
   c.clear();
 }
 
-/** The curvature kind of a layer entry (explicit, or inferred from its factor lists). */
+/**
+ * The curvature kind of a layer entry (explicit, or inferred from its factor lists).
+ *
+ * @param l the layer's curvature entry
+ * @returns `l.kind` when set; otherwise "identity" without `A` factors, "activations" with `A`
+ *   but no `G`, and "kfac" with both
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { layerKind } from "./mod.ts";
+ * assert.equal(layerKind({ G: [], A: [], D: null }), "identity");
+ * assert.equal(layerKind({ G: [], A: [], D: null, kind: "kfac" }), "kfac");
+ * ```
+ */
 export function layerKind(l: LayerCurvature): CurvatureKind {
   if (l.kind) return l.kind;
   if (l.A.length === 0) return "identity";
