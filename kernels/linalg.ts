@@ -419,15 +419,34 @@ function wgSize(rt: Runtime): number {
 }
 
 /**
+ * Loop iterations that invocation 0 (the busiest: it also takes the trace, and row j in every
+ * Cholesky step) of the batched solver runs for one n×n system with k right-hand sides, a
+ * workgroup of `wg` and `refine` refinement steps. Mirrors the loops of
+ * {@link batchedSource} one by one.
+ */
+function batchedSolveLoops(n: number, k: number, wg: number, refine: number): number {
+  const per = (count: number) => (count > 0 ? Math.ceil(count / wg) : 0);
+  let chol = n + per(n * n); // trace (invocation 0), copy into W
+  let solve = 0; // one cholSolve: forward and backward substitution
+  for (let j = 0; j < n; j++) {
+    chol += 1 + per(n - j) * (1 + j) + per(n - j - 1);
+    solve += 2 + 2 * per(k) + per((n - j - 1) * k) + per(j * k);
+  }
+  const first = 2 * per(n * k) + solve;
+  const step = 1 + per(n * k) * (n + 2) + solve + Math.log2(wg);
+  return chol + first + refine * step;
+}
+
+/**
  * Workgroup size of the one-workgroup-per-system batched solver, or null when a system is too
  * large for it. Mesa's llvmpipe silently ends every loop of an invocation once it has run 65,535
- * loop iterations in total, so on software adapters the per-invocation share of the in-kernel
- * Cholesky (≈ n³/6) and refinement (≈ (refine + 1)·n²·k) work must stay well below that.
+ * loop iterations in total, so on software adapters the busiest invocation's count
+ * ({@link batchedSolveLoops}, with every refinement step taken) must stay below 50,000. Its
+ * Cholesky alone is ≈ n²/2 for any workgroup of at least n, so n ≲ 300 at most.
  */
 function batchedWgSize(rt: Runtime, n: number, k: number, refine: number): number | null {
   if (!rt.adapter.isSoftware) return wgSize(rt);
-  const work = n * n * n / 6 + (refine + 2) * (n * n * k + n * n);
-  for (const wg of [8, 64, 256]) if (work / wg + 8 * n < 30000) return wg;
+  for (const wg of [8, 64, 256]) if (batchedSolveLoops(n, k, wg, refine) < 50000) return wg;
   return null;
 }
 

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { Tensor } from "../kernels/mod.ts";
 import { map } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/gemm.ts";
+import { batchedSpdSolve } from "../kernels/linalg.ts";
 import { reduce } from "../kernels/reduce.ts";
 import {
   crossentropyForward,
@@ -175,4 +176,63 @@ Deno.test("looplimit: row reductions over rows of 4,500,000 elements", async () 
   map("1.0", [], [], { out: x });
   assert.deepEqual([...await reduce(x, "sum", "rows").read()], [C, C]);
   x.dispose();
+});
+
+/** A symmetric n×n matrix with eigenvalues κ^(i/(n−1)): diag(λ) under three Householder reflections. */
+function conditioned(n: number, kappa: number, rng: Rng): Float32Array {
+  const m = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) m[i * n + i] = kappa ** (i / (n - 1));
+  for (let h = 0; h < 3; h++) {
+    const v = rng.normals(n);
+    const vv = v.reduce((a, x) => a + x * x, 0);
+    // M ← H·M·H with H = I − 2vvᵀ/vᵀv, applied as rows then columns.
+    for (const cols of [false, true]) {
+      for (let a = 0; a < n; a++) {
+        let d = 0;
+        for (let b = 0; b < n; b++) d += v[b] * (cols ? m[a * n + b] : m[b * n + a]);
+        const f = (2 * d) / vv;
+        for (let b = 0; b < n; b++) {
+          if (cols) m[a * n + b] -= f * v[b];
+          else m[b * n + a] -= f * v[b];
+        }
+      }
+    }
+  }
+  for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) m[j * n + i] = m[i * n + j];
+  return Float32Array.from(m);
+}
+
+/** x = M⁻¹b in float64 by Cholesky. */
+function solve64(m: ArrayLike<number>, n: number, b: ArrayLike<number>): Float64Array {
+  const L = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    for (let i = j; i < n; i++) {
+      let v = m[i * n + j];
+      for (let q = 0; q < j; q++) v -= L[i * n + q] * L[j * n + q];
+      L[i * n + j] = i === j ? Math.sqrt(v) : v / L[j * n + j];
+    }
+  }
+  const y = Float64Array.from(b);
+  for (let i = 0; i < n; i++) {
+    for (let q = 0; q < i; q++) y[i] -= L[i * n + q] * y[q];
+    y[i] /= L[i * n + i];
+  }
+  for (let i = n - 1; i >= 0; i--) {
+    for (let q = i + 1; q < n; q++) y[i] -= L[q * n + i] * y[q];
+    y[i] /= L[i * n + i];
+  }
+  return y;
+}
+
+Deno.test("looplimit: batchedSpdSolve of a 300×300 system that needs every refinement step", async () => {
+  // Before: a 256-wide workgroup solved it in place; its first invocation needs ≈ 74,000 loop
+  // iterations when all 10 refinement steps run (κ = 1e7 makes them run).
+  const n = 300;
+  const rng = new Rng(8);
+  const m = conditioned(n, 1e7, rng);
+  const b = rng.normals(n);
+  const x = await batchedSpdSolve(await up(m, [1, n, n]), await up(b, [1, n, 1]));
+  const err = relFrob(await x.read(), solve64(m, n, Float64Array.from(b, Math.fround)));
+  // Fully refined: ~2e-8; the truncated solve of the old path: ~1e-3.
+  assert.ok(err < 1e-5, `relative error ${err}`);
 });
