@@ -10,7 +10,7 @@ import type { Tensor } from "../kernels/tensor.ts";
  *
  * @example Usage
  * ```ts
- * import type { CurvatureKind } from "./mod.ts";
+ * import type { CurvatureKind } from "@llm-surgeon/toolkit";
  * const kinds: CurvatureKind[] = ["identity", "activations", "kfac"];
  * console.log(kinds.length); // 3
  * ```
@@ -27,7 +27,7 @@ export type CurvatureKind = "identity" | "activations" | "kfac";
  * @example Usage
  * ```ts
  * import assert from "node:assert/strict";
- * import { type LayerCurvature, layerKind } from "./mod.ts";
+ * import { type LayerCurvature, layerKind } from "@llm-surgeon/toolkit";
  * // The lazy identity: no factors, no diagonal.
  * const ident: LayerCurvature = { G: [], A: [], D: null };
  * assert.equal(layerKind(ident), "identity");
@@ -50,7 +50,7 @@ export interface LayerCurvature {
  * @example Usage
  * ```ts
  * import assert from "node:assert/strict";
- * import type { Curvature } from "./mod.ts";
+ * import type { Curvature } from "@llm-surgeon/toolkit";
  * const curv: Curvature = new Map();
  * curv.set("model.decoder.layers.0.fc1", { G: [], A: [], D: null, kind: "identity" });
  * assert.equal(curv.size, 1);
@@ -63,7 +63,7 @@ export type Curvature = Map<string, LayerCurvature>;
  *
  * @example Usage
  * ```ts
- * import type { CurvatureOptions } from "./mod.ts";
+ * import type { CurvatureOptions } from "@llm-surgeon/toolkit";
  * // KFAC with rank 1 from 4 power-iteration half-steps and one sampled label per position.
  * const opts: CurvatureOptions = { kind: "kfac", kpcaIter: 4, krank: 1, fisherSamples: 1 };
  * console.log(opts.kind); // "kfac"
@@ -103,7 +103,7 @@ export interface CurvatureOptions {
  * @example Usage
  * ```ts
  * import assert from "node:assert/strict";
- * import { CurvatureError } from "./mod.ts";
+ * import { CurvatureError } from "@llm-surgeon/toolkit";
  * const err = new CurvatureError("fc1: --kpca_iter must be even, got 3");
  * assert.equal(err.name, "CurvatureError");
  * assert.ok(err instanceof Error);
@@ -149,7 +149,7 @@ export function disposeCurvature(c: Curvature | null | undefined): void {
  * @example Usage
  * ```ts
  * import assert from "node:assert/strict";
- * import { layerKind } from "./mod.ts";
+ * import { layerKind } from "@llm-surgeon/toolkit";
  * assert.equal(layerKind({ G: [], A: [], D: null }), "identity");
  * assert.equal(layerKind({ G: [], A: [], D: null, kind: "kfac" }), "kfac");
  * ```

@@ -10,7 +10,17 @@ import type { TextTokenizer } from "../model/types.ts";
 import { DatasetError, type TextSplit, trainStream } from "./datasets.ts";
 import { PyRandom } from "./mt19937.ts";
 
-/** Options of {@link calibrationWindows}. */
+/**
+ * Options of {@link calibrationWindows}.
+ *
+ * @example Usage
+ * ```ts
+ * import type { CalibrationSamplingOptions } from "@llm-surgeon/toolkit";
+ * // The reference's defaults: 128 windows of 2048 tokens, seed 100.
+ * const opts: CalibrationSamplingOptions = { nsamples: 128, seqlen: 2048, seed: 100 };
+ * console.log(opts.nsamples * opts.seqlen); // 262144 tokens
+ * ```
+ */
 export interface CalibrationSamplingOptions {
   /** Number of windows n. */
   nsamples: number;
@@ -24,9 +34,14 @@ export interface CalibrationSamplingOptions {
  * The start positions `random.sample(range(N − T), n)` after `random.seed(seed)`, in draw order.
  * @param streamLength N, the number of tokens in the stream
  * @param opts n, T and the seed
- * @example
+ * @returns n distinct starts in `[0, N − T)`; throws {@link DatasetError} when fewer exist
+ *
+ * @example Usage
  * ```ts
- * windowStarts(286000, { nsamples: 2, seqlen: 2048, seed: 100 }); // [76372, 240925]
+ * import assert from "node:assert/strict";
+ * import { windowStarts } from "@llm-surgeon/toolkit";
+ * // Python: random.seed(100); random.sample(range(286000 - 2048), 2)
+ * assert.deepEqual(windowStarts(286000, { nsamples: 2, seqlen: 2048, seed: 100 }), [76372, 240925]);
  * ```
  */
 export function windowStarts(streamLength: number, opts: CalibrationSamplingOptions): number[] {
@@ -47,6 +62,18 @@ export function windowStarts(streamLength: number, opts: CalibrationSamplingOpti
  * Cuts `nsamples` windows of `seqlen` tokens out of a token stream at {@link windowStarts}.
  * @param stream the tokenized train text
  * @param opts n, T and the seed
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { sampleWindows, windowStarts } from "@llm-surgeon/toolkit";
+ * const stream = Int32Array.from({ length: 100 }, (_, i) => i);
+ * const opts = { nsamples: 3, seqlen: 8, seed: 100 };
+ * const windows = sampleWindows(stream, opts);
+ * const starts = windowStarts(stream.length, opts);
+ * assert.deepEqual(windows.map((w) => w[0]), starts); // token i sits at position i
+ * assert.ok(windows.every((w) => w.length === 8));
+ * ```
  */
 export function sampleWindows(stream: Int32Array, opts: CalibrationSamplingOptions): Int32Array[] {
   return windowStarts(stream.length, opts).map((i) => stream.slice(i, i + opts.seqlen));
@@ -58,6 +85,26 @@ export function sampleWindows(stream: Int32Array, opts: CalibrationSamplingOptio
  * @param docs the documents
  * @param tokenizer the model's tokenizer
  * @param opts n, T and the seed
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { sampleDocumentWindows, type TextTokenizer } from "@llm-surgeon/toolkit";
+ * // A stand-in tokenizer with one token per UTF-8 byte.
+ * const bytes: TextTokenizer = {
+ *   encode: (text) => Int32Array.from(new TextEncoder().encode(text)),
+ *   decode: (ids) => new TextDecoder().decode(Uint8Array.from(ids)),
+ *   bosId: null,
+ *   eosId: null,
+ *   vocabSize: 256,
+ *   chatTemplate: null,
+ * };
+ * const docs = ["too short", "a document that is long enough to hold a window"];
+ * const windows = sampleDocumentWindows(docs, bytes, { nsamples: 2, seqlen: 12, seed: 0 });
+ * assert.equal(windows.length, 2);
+ * // Only the second document has more than 12 tokens, so both windows come from it.
+ * for (const w of windows) assert.ok(docs[1].includes(bytes.decode(w)));
+ * ```
  */
 export function sampleDocumentWindows(
   docs: string[],

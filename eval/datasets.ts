@@ -21,16 +21,54 @@ import { compressors } from "hyparquet-compressors";
 import { hubDownloadFile } from "../model/hub.ts";
 import type { TextTokenizer } from "../model/types.ts";
 
-/** The datasets the toolkit can read. */
+/**
+ * The datasets the toolkit can read.
+ *
+ * @example Usage
+ * ```ts
+ * import type { DatasetName } from "@llm-surgeon/toolkit";
+ * const evalOn: DatasetName[] = ["wikitext2", "ptb", "c4"];
+ * console.log(evalOn.join(",")); // "wikitext2,ptb,c4"
+ * ```
+ */
 export type DatasetName = "wikitext2" | "c4" | "ptb" | "tinystories";
 
-/** All dataset names, for flag validation and help texts. */
+/**
+ * All dataset names, for flag validation and help texts.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { DATASET_NAMES } from "@llm-surgeon/toolkit";
+ * assert.ok(DATASET_NAMES.includes("tinystories"));
+ * console.log(`--eval_langs: one of ${DATASET_NAMES.join(", ")}`);
+ * ```
+ */
 export const DATASET_NAMES: readonly DatasetName[] = ["wikitext2", "c4", "ptb", "tinystories"];
 
-/** Canonical split names. */
+/**
+ * Canonical split names.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { canonicalSplit, type Split } from "@llm-surgeon/toolkit";
+ * const split: Split = canonicalSplit("val");
+ * assert.equal(split, "validation");
+ * ```
+ */
 export type Split = "train" | "validation" | "test";
 
-/** An error about a dataset: a missing split or file, a malformed file, an unknown name. */
+/**
+ * An error about a dataset: a missing split or file, a malformed file, an unknown name.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { DatasetError, datasetName } from "@llm-surgeon/toolkit";
+ * assert.throws(() => datasetName("imagenet"), DatasetError);
+ * ```
+ */
 export class DatasetError extends Error {
   /**
    * An error about a dataset.
@@ -42,7 +80,22 @@ export class DatasetError extends Error {
   }
 }
 
-/** The rows of one split of one dataset, as the Hub dataset holds them. */
+/**
+ * The rows of one split of one dataset, as the Hub dataset holds them.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type TextSplit, wikitextRows } from "@llm-surgeon/toolkit";
+ * const split: TextSplit = {
+ *   dataset: "wikitext2",
+ *   split: "test",
+ *   source: "(inline)",
+ *   rows: wikitextRows(" = Valkyria = \n \n The game began development in 2010 .\n"),
+ * };
+ * assert.equal(split.rows.length, 3);
+ * ```
+ */
 export interface TextSplit {
   /** Dataset name. */
   readonly dataset: DatasetName;
@@ -57,7 +110,18 @@ export interface TextSplit {
   readonly rows: string[];
 }
 
-/** Downloads one file of a Hub dataset repository and returns its local path (HF cache). */
+/**
+ * Downloads one file of a Hub dataset repository and returns its local path (HF cache).
+ *
+ * @example Usage
+ * ```ts
+ * import type { HubFileFetcher } from "@llm-surgeon/toolkit";
+ * // A fetcher that serves every file from a local mirror instead of the Hub.
+ * const fromMirror: HubFileFetcher = (repo, filename) =>
+ *   Promise.resolve(`/srv/hf-mirror/${repo}/${filename}`);
+ * console.log(await fromMirror("Salesforce/wikitext", "README.md", { repoType: "dataset" }));
+ * ```
+ */
 export type HubFileFetcher = (
   repo: string,
   filename: string,
@@ -70,7 +134,17 @@ export type HubFileFetcher = (
   },
 ) => Promise<string>;
 
-/** Options of {@link loadSplit}. */
+/**
+ * Options of {@link loadSplit}.
+ *
+ * @example Usage
+ * ```ts
+ * import type { DatasetOptions } from "@llm-surgeon/toolkit";
+ * // Read local files only, and print what happens.
+ * const opts: DatasetOptions = { dataDir: "../shared/data", onProgress: (m) => console.log(m) };
+ * console.log(opts.dataDir); // "../shared/data"
+ * ```
+ */
 export interface DatasetOptions {
   /** Local data folder; when set, files are read from it and never downloaded. */
   dataDir?: string | null;
@@ -154,9 +228,14 @@ const INFO: Record<DatasetName, DatasetInfo> = {
 /**
  * The canonical split for a user-given name (`train`, `valid`/`validation`/`val`, `test`).
  * @param split the name given by the user
- * @example
+ * @returns the canonical name; throws {@link DatasetError} for any other name
+ *
+ * @example Usage
  * ```ts
- * canonicalSplit("valid"); // "validation"
+ * import assert from "node:assert/strict";
+ * import { canonicalSplit } from "@llm-surgeon/toolkit";
+ * assert.equal(canonicalSplit("valid"), "validation");
+ * assert.equal(canonicalSplit(" Test "), "test");
  * ```
  */
 export function canonicalSplit(split: string): Split {
@@ -169,7 +248,15 @@ export function canonicalSplit(split: string): Split {
 
 /**
  * Checks a dataset name (the reference's `--eval_langs`/`--train_lang` values).
- * @param name the name given by the user
+ * @param name the name given by the user (case and surrounding spaces ignored)
+ * @returns the name as a {@link DatasetName}; throws {@link DatasetError} for an unknown one
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { datasetName } from "@llm-surgeon/toolkit";
+ * assert.equal(datasetName("WikiText2"), "wikitext2");
+ * ```
  */
 export function datasetName(name: string): DatasetName {
   const n = name.trim().toLowerCase();
@@ -184,6 +271,14 @@ export function datasetName(name: string): DatasetName {
  * The split a dataset is evaluated on: `test` for WikiText-2 and PTB, `validation` for C4 (the
  * SparseGPT protocol) and TinyStories (which has no test split).
  * @param dataset the dataset
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { evalSplit } from "@llm-surgeon/toolkit";
+ * assert.equal(evalSplit("wikitext2"), "test");
+ * assert.equal(evalSplit("c4"), "validation");
+ * ```
  */
 export function evalSplit(dataset: DatasetName): Split {
   return INFO[dataset].evalSplit;
@@ -336,9 +431,12 @@ async function c4LocalFiles(root: string, split: Split): Promise<string[]> {
  * line, with its trailing "\n"; a line of only whitespace is the empty row "" (ALGORITHM.md
  * §10.2).
  * @param text the file's contents
- * @example
+ *
+ * @example Usage
  * ```ts
- * wikitextRows(" \n = Title = \n"); // ["", " = Title = \n"]
+ * import assert from "node:assert/strict";
+ * import { wikitextRows } from "@llm-surgeon/toolkit";
+ * assert.deepEqual(wikitextRows(" \n = Title = \n"), ["", " = Title = \n"]);
  * ```
  */
 export function wikitextRows(text: string): string[] {
@@ -357,6 +455,16 @@ export function wikitextRows(text: string): string[] {
 /**
  * PTB sentences as the Hub's `ptb_text_only` holds them: one per line, stripped.
  * @param text the file's contents
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ptbRows } from "@llm-surgeon/toolkit";
+ * assert.deepEqual(ptbRows(" no it was n't black monday \n but <unk> fell \n"), [
+ *   "no it was n't black monday",
+ *   "but <unk> fell",
+ * ]);
+ * ```
  */
 export function ptbRows(text: string): string[] {
   const lines = text.split("\n");
@@ -368,6 +476,14 @@ export function ptbRows(text: string): string[] {
  * TinyStories stories: the text split on `<|endoftext|>`, each stripped, empty ones dropped
  * (MANIFEST.md §8 (a)).
  * @param text the file's contents
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tinyStoriesRows } from "@llm-surgeon/toolkit";
+ * const text = "Tom had a red ball.\n<|endoftext|>\nLily saw a cat.\n<|endoftext|>\n";
+ * assert.deepEqual(tinyStoriesRows(text), ["Tom had a red ball.", "Lily saw a cat."]);
+ * ```
  */
 export function tinyStoriesRows(text: string): string[] {
   return text.split("<|endoftext|>").map((s) => s.trim()).filter((s) => s.length > 0);
@@ -377,6 +493,13 @@ export function tinyStoriesRows(text: string): string[] {
  * The `text` field of every JSON line of a `.json`/`.jsonl` file, gunzipped on the fly (streamed
  * with DecompressionStream) when the name ends in `.gz`.
  * @param path the file
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { readJsonLinesText } from "@llm-surgeon/toolkit";
+ * const docs = await readJsonLinesText("data/c4/c4-validation.00000-of-00008.json.gz");
+ * console.log(docs.length, docs[0].slice(0, 60));
+ * ```
  */
 export async function readJsonLinesText(path: string): Promise<string[]> {
   let file: Deno.FsFile;
@@ -433,6 +556,13 @@ export async function readJsonLinesText(path: string): Promise<string[]> {
  * LZ4 pages supported).
  * @param path the parquet file
  * @param column the column name (`text` for WikiText and C4, `sentence` for PTB)
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { readParquetColumn } from "@llm-surgeon/toolkit";
+ * const rows = await readParquetColumn("wikitext-2-raw-v1/test-00000-of-00001.parquet", "text");
+ * console.log(rows.length); // 4358 rows in WikiText-2's test split
+ * ```
  */
 export async function readParquetColumn(path: string, column: string): Promise<string[]> {
   const bytes = await Deno.readFile(path).catch((e) => {
@@ -465,6 +595,23 @@ export async function readParquetColumn(path: string, column: string): Promise<s
  * tokenized on its own with BOS and concatenated (llama2.c pretokenisation).
  * @param data the split
  * @param tokenizer the model's tokenizer
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type TextTokenizer, trainStream } from "@llm-surgeon/toolkit";
+ * // A stand-in tokenizer with one token per UTF-8 byte.
+ * const bytes: TextTokenizer = {
+ *   encode: (text) => Int32Array.from(new TextEncoder().encode(text)),
+ *   decode: (ids) => new TextDecoder().decode(Uint8Array.from(ids)),
+ *   bosId: null,
+ *   eosId: null,
+ *   vocabSize: 256,
+ *   chatTemplate: null,
+ * };
+ * const ids = trainStream({ dataset: "ptb", split: "train", source: "", rows: ["a b", "c"] }, bytes);
+ * assert.equal(bytes.decode(ids), "a b c");
+ * ```
  */
 export function trainStream(data: TextSplit, tokenizer: TextTokenizer): Int32Array {
   if (data.dataset === "tinystories") return storyStream(data.rows, tokenizer);
@@ -483,6 +630,24 @@ const C4_EVAL_WINDOWS = 256;
  * @param data the split
  * @param tokenizer the model's tokenizer
  * @param seqlen window length (C4 only)
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { testStream, type TextTokenizer } from "@llm-surgeon/toolkit";
+ * // A stand-in tokenizer with one token per UTF-8 byte.
+ * const bytes: TextTokenizer = {
+ *   encode: (text) => Int32Array.from(new TextEncoder().encode(text)),
+ *   decode: (ids) => new TextDecoder().decode(Uint8Array.from(ids)),
+ *   bosId: null,
+ *   eosId: null,
+ *   vocabSize: 256,
+ *   chatTemplate: null,
+ * };
+ * const rows = [" = A = \n", "", " text \n"];
+ * const ids = testStream({ dataset: "wikitext2", split: "test", source: "", rows }, bytes, 2048);
+ * assert.equal(bytes.decode(ids), " = A = \n\n\n\n\n text \n");
+ * ```
  */
 export function testStream(data: TextSplit, tokenizer: TextTokenizer, seqlen: number): Int32Array {
   switch (data.dataset) {
