@@ -16,7 +16,18 @@ const MATRIX_A = 0x9908b0df;
 const UPPER_MASK = 0x80000000;
 const LOWER_MASK = 0x7fffffff;
 
-/** The Mersenne Twister MT19937 with 32-bit outputs. */
+/**
+ * The Mersenne Twister MT19937 with 32-bit outputs.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MT19937 } from "@llm-surgeon/toolkit";
+ * // The reference C code's default seed 5489 gives 3499211612 as its first output.
+ * const mt = new MT19937();
+ * assert.equal(mt.nextUint32(), 3499211612);
+ * ```
+ */
 export class MT19937 {
   #mt = new Uint32Array(N);
   #mti = N + 1;
@@ -113,10 +124,16 @@ export class MT19937 {
  * The subset of CPython's `random.Random` that calibration sampling uses, with identical
  * outputs for identical seeds.
  *
- * @example
+ * @example Usage
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { PyRandom } from "@llm-surgeon/toolkit";
+ * // Python: random.seed(100); random.sample(range(1000000), 3)
+ * assert.deepEqual(new PyRandom(100).sample(1000000, 3), [152745, 481850, 477025]);
+ * // Python: random.seed(100); random.randint(1, 6), random.getrandbits(8)
  * const r = new PyRandom(100);
- * r.sample(1000000, 3); // same as Python: random.seed(100); random.sample(range(1000000), 3)
+ * assert.equal(r.randint(1, 6), 2);
+ * assert.equal(r.getrandbits(8), 117);
  * ```
  */
 export class PyRandom {

@@ -8,7 +8,22 @@
 import type { CausalLM } from "../model/types.ts";
 import { Progress } from "./progress.ts";
 
-/** Options of {@link perplexity}. */
+/**
+ * Options of {@link perplexity}.
+ *
+ * @example Usage
+ * ```ts
+ * import type { PerplexityOptions } from "@llm-surgeon/toolkit";
+ * // The first 64 windows of 512 tokens, with progress lines on stderr.
+ * const opts: PerplexityOptions = {
+ *   seqlen: 512,
+ *   maxWindows: 64,
+ *   label: "wikitext2",
+ *   onProgress: (line) => console.error(line),
+ * };
+ * console.log(opts.label); // "wikitext2"
+ * ```
+ */
 export interface PerplexityOptions {
   /** Window length T (default: the model's maxSeqLen). */
   seqlen?: number;
@@ -20,7 +35,20 @@ export interface PerplexityOptions {
   onProgress?: (msg: string) => void;
 }
 
-/** Result of {@link perplexity}. */
+/**
+ * Result of {@link perplexity}.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { perplexity, type PerplexityResult } from "@llm-surgeon/toolkit";
+ * // A stand-in model that spreads its guess evenly over 10 tokens.
+ * const uniform = { maxSeqLen: 4, nll: () => Promise.resolve(Math.log(10)) };
+ * const r: PerplexityResult = await perplexity(uniform, new Int32Array(10));
+ * assert.equal(r.totalWindows, 2); // ⌊10 / 4⌋; the last 2 tokens are left out
+ * assert.deepEqual(r.nlls, [Math.log(10), Math.log(10)]);
+ * ```
+ */
 export interface PerplexityResult {
   /** exp(mean window NLL). */
   ppl: number;
@@ -36,7 +64,17 @@ export interface PerplexityResult {
   nlls: number[];
 }
 
-/** Raised when a window's NLL is not finite (a broken model must not give a number). */
+/**
+ * Raised when a window's NLL is not finite (a broken model must not give a number).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { perplexity, PerplexityError } from "@llm-surgeon/toolkit";
+ * const broken = { maxSeqLen: 8, nll: () => Promise.resolve(NaN) };
+ * await assert.rejects(perplexity(broken, new Int32Array(16)), PerplexityError);
+ * ```
+ */
 export class PerplexityError extends Error {
   /**
    * A non-finite window NLL.
@@ -53,10 +91,23 @@ export class PerplexityError extends Error {
  * @param model anything with `nll(window)` (mean NLL over T − 1 positions) and `maxSeqLen`
  * @param stream the tokenized test text
  * @param opts window length, window limit, progress
- * @example
+ * @example Usage
  * ```ts ignore
  * const ids = testStream(await loadSplit("wikitext2", "test", { dataDir }), model.tokenizer!, 512);
  * const { ppl } = await perplexity(model, ids, { seqlen: 512, maxWindows: 64 });
+ * ```
+ *
+ * @example With a stand-in model
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { perplexity } from "@llm-surgeon/toolkit";
+ * // Window NLLs log 2 and log 8 average to log 4, so the perplexity is 4.
+ * const nlls = [Math.log(2), Math.log(8)];
+ * let k = 0;
+ * const model = { maxSeqLen: 16, nll: () => Promise.resolve(nlls[k++]) };
+ * const { ppl, windows } = await perplexity(model, new Int32Array(32));
+ * assert.equal(windows, 2);
+ * assert.ok(Math.abs(ppl - 4) < 1e-12);
  * ```
  */
 export async function perplexity(
