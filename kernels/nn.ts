@@ -1186,8 +1186,15 @@ ${ROW_MAIN}
         if (pick >= 0) { break; }
       }
       if (pick < 0) {
-        for (var c = p.V; c > 0u; c--) {
-          if (!taken(c - 1u, j) && exp(z[base + c - 1u] - m) > 0.0) { pick = i32(c - 1u); break; }
+        // Rounding left the goal unreached: the last eligible column, searched from the last
+        // segment with mass (a scan over all of V could pass the loop limit).
+        for (var k = 256u; k > 0u && pick < 0; k--) {
+          if (!(part_[k - 1u] > 0.0)) { continue; }
+          let k0 = min((k - 1u) * seg, p.V);
+          let k1 = min(k0 + seg, p.V);
+          for (var c = k1; c > k0; c--) {
+            if (!taken(c - 1u, j) && exp(z[base + c - 1u] - m) > 0.0) { pick = i32(c - 1u); break; }
+          }
         }
       }
       chosen_[j] = pick;

@@ -65,6 +65,19 @@ Deno.test("looplimit: sampleLabels with 16 draws over a 65,536-word vocabulary",
   }
 });
 
+Deno.test("looplimit: sampleLabels fallback when the goal is never reached", async () => {
+  // u = 1 makes the goal equal the total, which the running sum never exceeds: the kernel falls
+  // back to the last eligible column. Before: it scanned all of V from the end (65,536 columns ×
+  // the taken() loop); here the last 64,536 columns have zero probability (exp underflows).
+  const [V, S] = [65536, 16];
+  const z = new Float32Array(V).fill(-200);
+  z.fill(0, 0, 1000);
+  const labels = await Tensor.from(new Int32Array(S));
+  sampleLabels(labels, await up(z, [1, V]), await up(new Array(S).fill(1), [S]), S, 0, 1);
+  const got = new Int32Array((await labels.read()).buffer);
+  assert.deepEqual([...got], Array.from({ length: S }, (_, j) => 999 - j));
+});
+
 Deno.test("looplimit: crossentropy gradient with 16 labels per row over 6000 columns", async () => {
   // Before: one lane per row on software adapters ran V·(3 + S) ≈ 114,000 iterations.
   const [T, V, S] = [3, 6000, 16];
