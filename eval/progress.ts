@@ -8,9 +8,14 @@
 /**
  * Formats seconds as `12.3s`, `4m05s` or `2h03m`.
  * @param seconds a duration
- * @example
+ * @example Usage
  * ```ts
- * formatDuration(245); // "4m05s"
+ * import assert from "node:assert/strict";
+ * import { formatDuration } from "@llm-surgeon/toolkit";
+ * assert.equal(formatDuration(12.34), "12.3s");
+ * assert.equal(formatDuration(245), "4m05s");
+ * assert.equal(formatDuration(7380), "2h03m");
+ * assert.equal(formatDuration(NaN), "?");
  * ```
  */
 export function formatDuration(seconds: number): string {
@@ -25,10 +30,12 @@ export function formatDuration(seconds: number): string {
  * Tracks a loop of `total` steps and produces lines like
  * `eval wikitext2: 12/80 windows, 3.1s elapsed, ~17.6s left`.
  *
- * @example
+ * @example Usage
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { Progress } from "@llm-surgeon/toolkit";
  * const p = new Progress("calibration", 4, "sequences");
- * p.line(1); // "calibration: 1/4 sequences, 0.0s elapsed, ~0.0s left"
+ * assert.match(p.line(1), /^calibration: 1\/4 sequences, [\d.]+s elapsed, ~[\d.]+s left/);
  * ```
  */
 export class Progress {

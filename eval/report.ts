@@ -10,7 +10,17 @@
  */
 import type { MetricsLine } from "./run.ts";
 
-/** Kept fraction of one prunable module (from the pruner's sparsity statistics). */
+/**
+ * Kept fraction of one prunable module (from the pruner's sparsity statistics).
+ *
+ * @example Usage
+ * ```ts
+ * import type { ModuleKept } from "@llm-surgeon/toolkit";
+ * // fc1 of decoder layer 3 keeps 70% of its entries.
+ * const cell: ModuleKept = { layer: 3, kind: "fc1", kept: 0.7 };
+ * console.log(`${cell.kind}@${cell.layer}: ${100 * cell.kept}%`); // "fc1@3: 70%"
+ * ```
+ */
 export interface ModuleKept {
   /** Decoder layer index. */
   layer: number;
@@ -63,13 +73,23 @@ function fmt(v: number): string {
  * scale, one coloured line per dataset, the dense perplexity as a dashed line.
  * @param metrics the run's metrics lines (the `shot`/`dense` phases are plotted)
  * @param title chart title
- * @example
+ * @example Usage
  * ```ts
- * const svg = perplexityPlotSvg([
- *   { shot: 0, phase: "dense", target_sparsity: 0, sparsity: 0, sparsity_per_kind: {}, ppl: { wikitext2: 27.7 }, seconds: {}, time: "" },
- *   { shot: 1, phase: "shot", target_sparsity: 0.25, sparsity: 0.25, sparsity_per_kind: {}, ppl: { wikitext2: 29.1 }, seconds: {}, time: "" },
- * ]);
- * svg.startsWith("<svg"); // true
+ * import assert from "node:assert/strict";
+ * import { type MetricsLine, perplexityPlotSvg } from "@llm-surgeon/toolkit";
+ * const line = (shot: number, s: number, ppl: number): MetricsLine => ({
+ *   shot,
+ *   phase: shot === 0 ? "dense" : "shot",
+ *   target_sparsity: s,
+ *   sparsity: s,
+ *   sparsity_per_kind: {},
+ *   ppl: { wikitext2: ppl },
+ *   seconds: {},
+ *   time: "",
+ * });
+ * const svg = perplexityPlotSvg([line(0, 0, 27.7), line(1, 0.25, 29.1)]);
+ * assert.ok(svg.startsWith("<svg") && svg.endsWith("</svg>"));
+ * assert.ok(svg.includes("wikitext2"));
  * ```
  */
 export function perplexityPlotSvg(
@@ -214,6 +234,18 @@ function keptColor(f: number): string {
  * (rows), with the value printed in each cell and a colour legend.
  * @param modules kept fraction per module
  * @param title chart title
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { keptPlotSvg } from "@llm-surgeon/toolkit";
+ * const svg = keptPlotSvg([
+ *   { layer: 0, kind: "fc1", kept: 0.8 },
+ *   { layer: 1, kind: "fc1", kept: 0.55 },
+ * ]);
+ * assert.ok(svg.startsWith("<svg") && svg.endsWith("</svg>"));
+ * assert.ok(svg.includes("layer 1 fc1: 55.0% kept")); // the tooltip of a cell
+ * ```
  */
 export function keptPlotSvg(modules: ModuleKept[], title = "Fraction of weights kept"): string {
   const kinds = [...new Set(modules.map((m) => m.kind))];
@@ -280,7 +312,24 @@ export function keptPlotSvg(modules: ModuleKept[], title = "Fraction of weights 
   return out.join("\n");
 }
 
-/** What {@link reportMarkdown} summarises. */
+/**
+ * What {@link reportMarkdown} summarises.
+ *
+ * @example Usage
+ * ```ts
+ * import type { ReportInput } from "@llm-surgeon/toolkit";
+ * // A run that stopped right after its dense evaluation.
+ * const input: ReportInput = {
+ *   name: "opt-125m_row_kfac-obs",
+ *   settings: { sparsity: 0.5 },
+ *   metrics: [],
+ *   modules: [],
+ *   seconds: 12.5,
+ *   plots: { ppl: "ppl.svg", kept: "kept.svg" },
+ * };
+ * console.log(input.plots.ppl); // "ppl.svg"
+ * ```
+ */
 export interface ReportInput {
   /** Run name (the folder name). */
   name: string;
@@ -300,6 +349,33 @@ export interface ReportInput {
  * The Markdown report: headline numbers, the two plots, a table per evaluation, the kept
  * fraction per module type, and the settings.
  * @param r what to report
+ * @returns the Markdown text of report.md
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type MetricsLine, reportMarkdown } from "@llm-surgeon/toolkit";
+ * const line = (shot: number, s: number, ppl: number): MetricsLine => ({
+ *   shot,
+ *   phase: shot === 0 ? "dense" : "shot",
+ *   target_sparsity: s,
+ *   sparsity: s,
+ *   sparsity_per_kind: { fc1: s },
+ *   ppl: { wikitext2: ppl },
+ *   seconds: { eval: 2 },
+ *   time: "",
+ * });
+ * const md = reportMarkdown({
+ *   name: "demo",
+ *   settings: { sparsity: 0.5 },
+ *   metrics: [line(0, 0, 27.65), line(1, 0.5, 31.2)],
+ *   modules: [{ layer: 0, kind: "fc1", kept: 0.5 }],
+ *   seconds: 40,
+ *   plots: { ppl: "ppl.svg", kept: "kept.svg" },
+ * });
+ * assert.ok(md.startsWith("# Pruning run `demo`"));
+ * assert.ok(md.includes("27.650 (dense) → **31.200**"));
+ * ```
  */
 export function reportMarkdown(r: ReportInput): string {
   const datasets = [...new Set(r.metrics.flatMap((m) => Object.keys(m.ppl)))];

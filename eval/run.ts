@@ -19,10 +19,32 @@
 import { atomicWrite, openSafetensors, writeSafetensors } from "../model/safetensors.ts";
 import type { CausalLM } from "../model/types.ts";
 
-/** Version of the toolkit written into config.json. */
+/**
+ * Version of the toolkit written into config.json.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { TOOLKIT_VERSION } from "@llm-surgeon/toolkit";
+ * assert.match(TOOLKIT_VERSION, /^\d+\.\d+\.\d+$/);
+ * ```
+ */
 export const TOOLKIT_VERSION = "0.1.0";
 
-/** A problem with a run folder (exists already, missing for --resume, settings differ, …). */
+/**
+ * A problem with a run folder (exists already, missing for --resume, settings differ, …).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { RunFolder, RunFolderError } from "@llm-surgeon/toolkit";
+ * // Resuming a run that was never started.
+ * await assert.rejects(
+ *   RunFolder.open("/nonexistent-log-root", "no-such-run", { resume: true }),
+ *   RunFolderError,
+ * );
+ * ```
+ */
 export class RunFolderError extends Error {
   /**
    * A run-folder problem.
@@ -34,7 +56,25 @@ export class RunFolderError extends Error {
   }
 }
 
-/** One line of metrics.jsonl: one evaluation. */
+/**
+ * One line of metrics.jsonl: one evaluation.
+ *
+ * @example Usage
+ * ```ts
+ * import type { MetricsLine } from "@llm-surgeon/toolkit";
+ * const dense: MetricsLine = {
+ *   shot: 0,
+ *   phase: "dense",
+ *   target_sparsity: 0,
+ *   sparsity: 0,
+ *   sparsity_per_kind: {},
+ *   ppl: { wikitext2: 27.65 },
+ *   seconds: { eval: 31.2 },
+ *   time: new Date().toISOString(),
+ * };
+ * console.log(JSON.stringify(dense).length > 0); // true
+ * ```
+ */
 export interface MetricsLine {
   /** Shot after which the model was evaluated (0 = dense). */
   shot: number;
@@ -56,7 +96,17 @@ export interface MetricsLine {
   [extra: string]: unknown;
 }
 
-/** The contents of state.json. */
+/**
+ * The contents of state.json.
+ *
+ * @example Usage
+ * ```ts
+ * import type { RunState } from "@llm-surgeon/toolkit";
+ * // Shot 3 committed, its weights in checkpoint-shot3.safetensors.
+ * const state: RunState = { completedShot: 3, checkpoint: "checkpoint-shot3.safetensors" };
+ * console.log(state.completedShot); // 3
+ * ```
+ */
 export interface RunState {
   /** Last shot whose result is committed (−1 = nothing yet, 0 = dense evaluation done). */
   completedShot: number;
@@ -68,9 +118,10 @@ export interface RunState {
  * Writes `text` to `path` atomically: a temporary file in the same folder, synced, then renamed.
  * @param path destination
  * @param text contents
- * @example
+ * @example Usage
  * ```ts ignore
- * await writeTextAtomic("runs/x/summary.json", JSON.stringify(summary));
+ * import { writeTextAtomic } from "@llm-surgeon/toolkit";
+ * await writeTextAtomic("runs/x/summary.json", JSON.stringify({ ppl: 27.65 }));
  * ```
  */
 export async function writeTextAtomic(path: string, text: string): Promise<void> {
@@ -108,11 +159,21 @@ function stableJson(v: unknown): string {
  * method, sparsity, shots, samples, seed) plus a hash of all result-relevant settings, so that
  * different settings never share a folder and equal settings always find theirs.
  * @param settings the result-relevant settings, by reference flag name
- * @example
+ * @example Usage
  * ```ts
- * runName({ model_str: "facebook/opt-125m", structures: ["row", "column"], curvature: "kfac",
- *   obd: false, sparsity: 0.5, shots: 40, nsamples: 128, seed: 100 });
- * // "opt-125m_row-column_kfac-obs_s0.5_x40_n128_seed100_<hash>"
+ * import assert from "node:assert/strict";
+ * import { runName } from "@llm-surgeon/toolkit";
+ * const name = runName({
+ *   model_str: "facebook/opt-125m",
+ *   structures: ["row", "column"],
+ *   curvature: "kfac",
+ *   obd: false,
+ *   sparsity: 0.5,
+ *   shots: 40,
+ *   nsamples: 128,
+ *   seed: 100,
+ * });
+ * assert.match(name, /^opt-125m_row-column_kfac-obs_s0\.5_x40_n128_seed100_[0-9a-f]{8}$/);
  * ```
  */
 export function runName(settings: Record<string, unknown>): string {
@@ -132,7 +193,21 @@ export function runName(settings: Record<string, unknown>): string {
   return parts.join("_").replace(/[^A-Za-z0-9._-]/g, "-");
 }
 
-/** A run folder on disk. Create or reopen it with {@link RunFolder.open}. */
+/**
+ * A run folder on disk. Create or reopen it with {@link RunFolder.open}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { RunFolder, runName } from "@llm-surgeon/toolkit";
+ * const settings = { model_str: "facebook/opt-125m", sparsity: 0.5, shots: 40, seed: 100 };
+ * const run = await RunFolder.open("runs", runName(settings), { resume: true, settings });
+ * const first = (await run.restore(model)) + 1; // the next shot to do
+ * for (let shot = first; shot <= 40; shot++) {
+ *   // … prune and evaluate, then commit the shot's metrics and weights together
+ *   await run.commitShot(shot, [line], model);
+ * }
+ * ```
+ */
 export class RunFolder {
   /** The folder. */
   readonly dir: string;
@@ -306,6 +381,13 @@ export class RunFolder {
  * @param path destination
  * @param model the model
  * @param metadata strings stored in `__metadata__`
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { loadModel, saveWeights } from "@llm-surgeon/toolkit";
+ * const model = await loadModel("facebook/opt-125m");
+ * await saveWeights("runs/x/pruned.safetensors", model, { shot: "40" });
+ * ```
  */
 export async function saveWeights(
   path: string,
@@ -335,6 +417,13 @@ export async function saveWeights(
  * shapes.
  * @param path the checkpoint file
  * @param model the model (same architecture)
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { loadModel, loadWeights } from "@llm-surgeon/toolkit";
+ * const model = await loadModel("facebook/opt-125m"); // dense weights
+ * await loadWeights("runs/x/pruned.safetensors", model); // now the pruned ones
+ * ```
  */
 export async function loadWeights(path: string, model: CausalLM): Promise<void> {
   const file = await openSafetensors(path);
