@@ -4,19 +4,30 @@
  * `npm:@huggingface/jinja`. Models without a template (base models such as OPT or the
  * TinyStories Llamas) get a plain-text prompt instead, so callers never need two code paths.
  *
- * @example
+ * @example Usage
  * ```ts
- * import { renderChat } from "./chat.ts";
+ * import assert from "node:assert/strict";
+ * import { renderChat } from "@llm-surgeon/toolkit";
  * const prompt = renderChat(null, [{ role: "user", content: "Once upon a time" }]);
  * // no template: a single user message is passed through unchanged
- * console.log(prompt); // "Once upon a time"
+ * assert.equal(prompt, "Once upon a time");
  * ```
  *
  * @module
  */
 import { Template } from "@huggingface/jinja";
 
-/** One turn of a conversation. `role` is usually `system`, `user` or `assistant`. */
+/**
+ * One turn of a conversation. `role` is usually `system`, `user` or `assistant`.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type ChatMessage, plainChatPrompt } from "@llm-surgeon/toolkit";
+ * const turn: ChatMessage = { role: "user", content: "Once upon a time" };
+ * assert.equal(plainChatPrompt([turn]), "Once upon a time");
+ * ```
+ */
 export interface ChatMessage {
   /** Who speaks: `system`, `user`, `assistant` (templates may accept others, e.g. `tool`). */
   role: string;
@@ -24,7 +35,20 @@ export interface ChatMessage {
   content: string;
 }
 
-/** Options of {@link renderChat}. */
+/**
+ * Options of {@link renderChat}.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { renderChat, type RenderChatOptions } from "@llm-surgeon/toolkit";
+ * const opts: RenderChatOptions = {
+ *   template: "{{ greeting }}{% for m in messages %} {{ m.content }}{% endfor %}",
+ *   variables: { greeting: "Hi!" },
+ * };
+ * assert.equal(renderChat(null, [{ role: "user", content: "ping" }], opts), "Hi! ping");
+ * ```
+ */
 export interface RenderChatOptions {
   /**
    * Append the text that opens the assistant's next turn (template variable
@@ -40,7 +64,20 @@ export interface RenderChatOptions {
   variables?: Record<string, unknown>;
 }
 
-/** The chat template of a model failed to parse or to render (e.g. `raise_exception(...)`). */
+/**
+ * The chat template of a model failed to parse or to render (e.g. `raise_exception(...)`).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ChatTemplateError, renderChat } from "@llm-surgeon/toolkit";
+ * const template = "{{ raise_exception('only user turns, please') }}";
+ * assert.throws(
+ *   () => renderChat(null, [{ role: "system", content: "x" }], { template }),
+ *   ChatTemplateError,
+ * );
+ * ```
+ */
 export class ChatTemplateError extends Error {
   /**
    * Builds the error; the message starts with the template's source.
@@ -57,6 +94,20 @@ export class ChatTemplateError extends Error {
 /**
  * The tokenizer fields {@link renderChat} reads: the template and the special-token ids and their
  * text. Every `TextTokenizer` (model/types.ts) of a loaded model has them.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type ChatTokenizer, renderChat } from "@llm-surgeon/toolkit";
+ * // A stand-in whose BOS id 1 decodes to "<s>".
+ * const tok: ChatTokenizer = {
+ *   chatTemplate: "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{% endfor %}",
+ *   bosId: 1,
+ *   eosId: 2,
+ *   decode: (ids) => Array.from(ids, (id) => (id === 1 ? "<s>" : "</s>")).join(""),
+ * };
+ * assert.equal(renderChat(tok, [{ role: "user", content: "hi" }]), "<s>[user] hi");
+ * ```
  */
 export interface ChatTokenizer {
   /** Chat template from tokenizer_config.json, if any. */
@@ -101,14 +152,15 @@ function capitalise(role: string): string {
  * becomes a transcript, one paragraph per turn, `Role: content`, ending with `Assistant:` when a
  * generation prompt is asked for.
  *
- * @example
+ * @example Usage
  * ```ts
- * import { plainChatPrompt } from "./chat.ts";
+ * import assert from "node:assert/strict";
+ * import { plainChatPrompt } from "@llm-surgeon/toolkit";
  * const p = plainChatPrompt([
  *   { role: "system", content: "Be brief." },
  *   { role: "user", content: "Hi" },
  * ], true);
- * console.log(p); // "System: Be brief.\n\nUser: Hi\n\nAssistant:"
+ * assert.equal(p, "System: Be brief.\n\nUser: Hi\n\nAssistant:");
  * ```
  *
  * @param messages the conversation
@@ -152,9 +204,10 @@ function checkMessages(messages: readonly ChatMessage[]): void {
  * The result usually already contains the BOS text when the template writes `bos_token`; encode
  * it with `addSpecialTokens: false` in that case to avoid a second BOS.
  *
- * @example
+ * @example Usage
  * ```ts
- * import { renderChat } from "./chat.ts";
+ * import assert from "node:assert/strict";
+ * import { renderChat } from "@llm-surgeon/toolkit";
  * const tok = {
  *   chatTemplate: "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}" +
  *     "{% if add_generation_prompt %}<assistant>{% endif %}",
@@ -163,7 +216,7 @@ function checkMessages(messages: readonly ChatMessage[]): void {
  *   decode: () => "",
  * };
  * const s = renderChat(tok, [{ role: "user", content: "Hello" }], { addGenerationPrompt: true });
- * console.log(s); // "<user>Hello<assistant>"
+ * assert.equal(s, "<user>Hello<assistant>");
  * ```
  *
  * @param tokenizer the model's tokenizer (its `chatTemplate` and BOS/EOS), or null

@@ -257,8 +257,9 @@ export function parseConfig(raw: Record<string, unknown>, source = "config.json"
  * Reads and normalises `<dir>/config.json`.
  *
  * @param dir model folder
- * @example
- * ```ts
+ * @example Usage
+ * ```ts ignore
+ * import { loadConfig } from "@llm-surgeon/toolkit";
  * const cfg = await loadConfig("models/opt-125m");
  * ```
  */

@@ -504,8 +504,9 @@ async function headFile(
  * @param repo `org/name`
  * @param filename path inside the repository
  * @param opts revision, token, endpoint, cache folder, `repoType` (`"dataset"` for datasets)
- * @example
- * ```ts
+ * @example Usage
+ * ```ts ignore
+ * import { hubDownloadFile } from "@llm-surgeon/toolkit";
  * const p = await hubDownloadFile("Salesforce/wikitext", "wikitext-2-raw-v1/test-00000-of-00001.parquet",
  *   { repoType: "dataset" });
  * ```
@@ -584,8 +585,8 @@ export interface RepoListing {
  *
  * @param repo `org/name`
  * @param opts revision, token, endpoint, repoType
- * @example
- * ```ts
+ * @example Usage
+ * ```ts ignore
  * const { sha, files } = await listRepoFiles("facebook/opt-125m");
  * ```
  */
@@ -665,8 +666,9 @@ function looksLikePath(s: string): boolean {
  *
  * @param idOrPath local folder or Hub id
  * @param opts revision, token, offline, endpoint, cache folder, file patterns, progress callback
- * @example
- * ```ts
+ * @example Usage
+ * ```ts ignore
+ * import { resolveModel } from "@llm-surgeon/toolkit";
  * const dir = await resolveModel("facebook/opt-125m", { onProgress: (m) => console.error(m) });
  * ```
  */

@@ -272,8 +272,9 @@ function parseHeader(
  * @param path file path
  * @returns the open file; call `close()` when done
  * @throws SafetensorsError naming the file (and tensor) when the file is broken
- * @example
- * ```ts
+ * @example Usage
+ * ```ts ignore
+ * import { openSafetensors } from "@llm-surgeon/toolkit";
  * const f = await openSafetensors("model.safetensors");
  * const w = await f.read("model.embed_tokens.weight");
  * f.close();
@@ -431,8 +432,9 @@ function conversionHint(dir: string): string {
  * also works. A folder with only `pytorch_model.bin` is refused with a conversion hint.
  *
  * @param dir model folder (or one `.safetensors` file)
- * @example
- * ```ts
+ * @example Usage
+ * ```ts ignore
+ * import { openCheckpoint } from "@llm-surgeon/toolkit";
  * const ckpt = await openCheckpoint("models/opt-125m");
  * console.log(ckpt.shape("model.decoder.embed_tokens.weight"));
  * ckpt.close();
@@ -634,8 +636,9 @@ export function tempPathFor(path: string): string {
  * @param path destination file
  * @param tensors the tensors (names unique)
  * @param metadata extra `__metadata__` strings
- * @example
- * ```ts
+ * @example Usage
+ * ```ts ignore
+ * import { writeSafetensors } from "@llm-surgeon/toolkit";
  * await writeSafetensors("w.safetensors", [{ name: "w", shape: [2], data: new Float32Array([1, 2]) }]);
  * ```
  */

@@ -75,8 +75,9 @@ async function checkReplaceable(dir: string): Promise<boolean> {
  * @param dir destination folder; an existing model folder there is replaced
  * @param opts config, tensors, source folder for tokenizer files, safetensors metadata
  * @returns the names of the files written
- * @example
- * ```ts
+ * @example Usage
+ * ```ts ignore
+ * import { saveHfFolder } from "@llm-surgeon/toolkit";
  * await saveHfFolder("out/opt-pruned", {
  *   config: { model_type: "opt", hidden_size: 4 },
  *   tensors: [{ name: "w", shape: [2, 2], data: new Float32Array(4) }],

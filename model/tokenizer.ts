@@ -444,8 +444,9 @@ function chatTemplateOf(config: Json): string | null {
  *
  * @param dir model folder
  * @throws TokenizerError when the folder has no usable tokenizer files
- * @example
- * ```ts
+ * @example Usage
+ * ```ts ignore
+ * import { loadTokenizer } from "@llm-surgeon/toolkit";
  * const tok = await loadTokenizer("models/opt-125m");
  * tok.encode("Hello world"); // Int32Array [2, 31414, 232]
  * ```
