@@ -7,10 +7,29 @@
  */
 import type { LlamaConfig, ModelConfig, OptConfig, RopeScaling } from "./types.ts";
 
-/** The `model_type` values {@link parseConfig} understands. */
+/**
+ * The `model_type` values {@link parseConfig} understands.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { SUPPORTED_MODEL_TYPES } from "@llm-surgeon/toolkit";
+ * assert.ok(SUPPORTED_MODEL_TYPES.includes("llama"));
+ * assert.ok(!SUPPORTED_MODEL_TYPES.includes("gpt2"));
+ * ```
+ */
 export const SUPPORTED_MODEL_TYPES: readonly string[] = ["opt", "llama", "mistral"];
 
-/** An unsupported or invalid configuration; the message names the source and the key. */
+/**
+ * An unsupported or invalid configuration; the message names the source and the key.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ConfigError, parseConfig } from "@llm-surgeon/toolkit";
+ * assert.throws(() => parseConfig({ model_type: "gpt2" }, "gpt2/config.json"), ConfigError);
+ * ```
+ */
 export class ConfigError extends Error {
   /**
    * Creates the error; the message is prefixed with the source.
@@ -226,10 +245,14 @@ function parseLlama(r: Reader, modelType: "llama" | "mistral"): LlamaConfig {
  * @param raw the parsed JSON
  * @param source where it came from (for error messages)
  * @throws ConfigError for an unsupported `model_type` (listing the supported ones) or bad values
- * @example
+ * @example Usage
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseConfig } from "@llm-surgeon/toolkit";
  * const cfg = parseConfig({ model_type: "opt", hidden_size: 64, num_attention_heads: 4 });
- * console.log(cfg.modelType, cfg.hiddenSize);
+ * assert.equal(cfg.modelType, "opt");
+ * assert.equal(cfg.hiddenSize, 64);
+ * assert.equal(cfg.numHeads, 4);
  * ```
  */
 export function parseConfig(raw: Record<string, unknown>, source = "config.json"): ModelConfig {

@@ -8,7 +8,29 @@
 import type { GenerateOptions, TextTokenizer } from "./types.ts";
 import type { KvCache } from "./transformer.ts";
 
-/** What generation needs from a model (implemented by `DecoderLM`). */
+/**
+ * What generation needs from a model (implemented by `DecoderLM`).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { generateIds, type GenerationModel } from "@llm-surgeon/toolkit";
+ * // A stand-in model over 5 tokens that always predicts "previous id + 1".
+ * const counter: GenerationModel = {
+ *   tokenizer: null,
+ *   maxSeqLen: 16,
+ *   config: { eosTokenId: 4 },
+ *   newKvCache: () => [],
+ *   lastLogits: (ids) => {
+ *     const logits = new Float32Array(5);
+ *     logits[(ids[ids.length - 1] + 1) % 5] = 1;
+ *     return Promise.resolve(logits);
+ *   },
+ * };
+ * // Greedy decoding stops at the EOS id 4.
+ * assert.deepEqual(Array.from(await generateIds(counter, [0], { maxTokens: 10 })), [1, 2, 3, 4]);
+ * ```
+ */
 export interface GenerationModel {
   /** Tokenizer for {@link generateText}. */
   readonly tokenizer: TextTokenizer | null;
@@ -22,7 +44,24 @@ export interface GenerationModel {
   lastLogits(ids: ArrayLike<number>, pos0: number, kv: KvCache[] | null): Promise<Float32Array>;
 }
 
-/** Options of {@link generateIds}. */
+/**
+ * Options of {@link generateIds}.
+ *
+ * @example Usage
+ * ```ts
+ * import type { GenerateIdsOptions } from "@llm-surgeon/toolkit";
+ * // 64 sampled tokens that do not stop at EOS, recomputing the prefix every step.
+ * const opts: GenerateIdsOptions = {
+ *   maxTokens: 64,
+ *   temperature: 0.8,
+ *   topP: 0.95,
+ *   seed: 1,
+ *   eosId: null,
+ *   useCache: false,
+ * };
+ * console.log(opts.maxTokens); // 64
+ * ```
+ */
 export interface GenerateIdsOptions extends GenerateOptions {
   /** Use the KV cache (default true); false recomputes the whole prefix every step. */
   useCache?: boolean;
@@ -61,7 +100,12 @@ export class Uniform {
  * @param u a uniform draw in [0, 1)
  * @example Usage
  * ```ts
- * const id = pickToken(Float32Array.from([0, 3, 1]), 0, 1, 0.5); // 1
+ * import assert from "node:assert/strict";
+ * import { pickToken } from "@llm-surgeon/toolkit";
+ * const logits = Float32Array.from([0, 3, 1]);
+ * assert.equal(pickToken(logits, 0, 1, 0.5), 1); // temperature 0: argmax
+ * // top-p 0.5 keeps only the most likely token, whatever the draw
+ * assert.equal(pickToken(logits, 1, 0.5, 0.99), 1);
  * ```
  */
 export function pickToken(
@@ -99,7 +143,29 @@ export function pickToken(
  * @param opts sampling options, `useCache`, `eosId`
  * @example Usage
  * ```ts ignore
- * const ids = await generateIds(model, Int32Array.from([1]), { maxTokens: 16, temperature: 0 });
+ * import { generateIds, loadModel } from "@llm-surgeon/toolkit";
+ * const model = await loadModel("facebook/opt-125m");
+ * const ids = await generateIds(model, Int32Array.from([2]), { maxTokens: 16, temperature: 0 });
+ * ```
+ *
+ * @example With a stand-in model
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { generateIds, type GenerationModel } from "@llm-surgeon/toolkit";
+ * // A stand-in model over 5 tokens that always predicts "previous id + 1".
+ * const counter: GenerationModel = {
+ *   tokenizer: null,
+ *   maxSeqLen: 16,
+ *   config: { eosTokenId: 4 },
+ *   newKvCache: () => [],
+ *   lastLogits: (ids) => {
+ *     const logits = new Float32Array(5);
+ *     logits[(ids[ids.length - 1] + 1) % 5] = 1;
+ *     return Promise.resolve(logits);
+ *   },
+ * };
+ * const ids = await generateIds(counter, [2], { maxTokens: 3, eosId: null, useCache: false });
+ * assert.deepEqual(Array.from(ids), [3, 4, 0]);
  * ```
  */
 export async function generateIds(

@@ -11,7 +11,18 @@
  * @module
  */
 
-/** An error talking to the Hub or using its cache; the message says what to do. */
+/**
+ * An error talking to the Hub or using its cache; the message says what to do.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { HubError } from "@llm-surgeon/toolkit";
+ * const err = new HubError("facebook/opt-9b: repository not found (check the id)", 404);
+ * assert.equal(err.status, 404);
+ * assert.equal(err.name, "HubError");
+ * ```
+ */
 export class HubError extends Error {
   /** HTTP status, when the error came from a response. */
   readonly status: number | null;
@@ -27,7 +38,21 @@ export class HubError extends Error {
   }
 }
 
-/** Options of {@link resolveModel} and {@link hubDownloadFile}. */
+/**
+ * Options of {@link resolveModel} and {@link hubDownloadFile}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { type HubOptions, resolveModel } from "@llm-surgeon/toolkit";
+ * // Only the config and the tokenizer, from a pinned revision.
+ * const opts: HubOptions = {
+ *   revision: "main",
+ *   allowPatterns: ["config.json", "tokenizer*", "*.txt"],
+ *   onProgress: (line) => console.error(line),
+ * };
+ * const dir = await resolveModel("facebook/opt-125m", opts);
+ * ```
+ */
 export interface HubOptions {
   /** Branch, tag or commit (default `main`). */
   revision?: string;

@@ -15,7 +15,17 @@ import { loadTokenizer } from "./tokenizer.ts";
 import { DecoderLM } from "./transformer.ts";
 import type { CausalLM, ModelConfig, TextTokenizer, WeightSource } from "./types.ts";
 
-/** Options of {@link loadModel}. */
+/**
+ * Options of {@link loadModel}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { loadModel, type LoadOptions } from "@llm-surgeon/toolkit";
+ * // From the Hub cache only, with progress lines on stderr.
+ * const opts: LoadOptions = { offline: true, onProgress: (line) => console.error(line) };
+ * const model = await loadModel("facebook/opt-125m", opts);
+ * ```
+ */
 export interface LoadOptions {
   /** Hub branch, tag or commit (default `main`). */
   revision?: string;

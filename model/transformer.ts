@@ -42,7 +42,17 @@ import type {
 } from "./types.ts";
 import { generateText, Uniform } from "./generate.ts";
 
-/** An error about a model: bad weights, bad token ids, unsupported options. Names the tensor/flag. */
+/**
+ * An error about a model: bad weights, bad token ids, unsupported options. Names the tensor/flag.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ModelError } from "@llm-surgeon/toolkit";
+ * const err = new ModelError("token id 50272 at position 3 is outside the vocabulary (50272)");
+ * assert.equal(err.name, "ModelError");
+ * ```
+ */
 export class ModelError extends Error {
   /**
    * Creates the error.
@@ -230,7 +240,19 @@ export async function loadLinear(
   return new Linear(prefix, layer, kind, weight, b);
 }
 
-/** Key/value cache of one layer for generation: rows `[0, len)` are filled. */
+/**
+ * Key/value cache of one layer for generation: rows `[0, len)` are filled.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import type { GenerationModel, KvCache } from "@llm-surgeon/toolkit";
+ * declare const lm: GenerationModel; // a loaded OPT or Llama model
+ * const kv: KvCache[] = lm.newKvCache(64); // one per decoder layer, 64 positions each
+ * let logits = await lm.lastLogits([2, 31414], 0, kv); // fills rows 0 and 1
+ * logits = await lm.lastLogits([232], 2, kv); // one more token, attends over the cache
+ * for (const c of kv) (c.k.dispose(), c.v.dispose());
+ * ```
+ */
 export interface KvCache {
   /** `[capacity, KH·D]`. */
   k: Tensor;
