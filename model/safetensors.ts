@@ -13,7 +13,21 @@
  */
 import type { WeightSource } from "./types.ts";
 
-/** An error in a safetensors file or checkpoint folder; the message names the file and tensor. */
+/**
+ * An error in a safetensors file or checkpoint folder; the message names the file and tensor.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { openSafetensors, SafetensorsError } from "@llm-surgeon/toolkit";
+ * await assert.rejects(openSafetensors("/no/such/model.safetensors"), (e) => {
+ *   assert.ok(e instanceof SafetensorsError);
+ *   assert.equal(e.file, "/no/such/model.safetensors");
+ *   assert.equal(e.tensor, null); // the whole file is the problem
+ *   return true;
+ * });
+ * ```
+ */
 export class SafetensorsError extends Error {
   /** File (or folder) the error is about. */
   readonly file: string;
@@ -58,7 +72,18 @@ export const READABLE_DTYPES: readonly string[] = ["F32", "F16", "BF16", "F64", 
 /** Largest header accepted (the reference implementation's limit). */
 export const MAX_HEADER_BYTES = 100_000_000;
 
-/** Where one tensor lives in a safetensors file. */
+/**
+ * Where one tensor lives in a safetensors file.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import type { TensorInfo } from "@llm-surgeon/toolkit";
+ * // A [768, 768] BF16 matrix right after a [768] F32 vector.
+ * const info: TensorInfo = { dtype: "BF16", shape: [768, 768], begin: 3072, end: 3072 + 768 * 768 * 2 };
+ * assert.equal((info.end - info.begin) / 2, 768 * 768);
+ * ```
+ */
 export interface TensorInfo {
   /** safetensors dtype string, e.g. `"F32"`, `"BF16"`. */
   dtype: string;
@@ -70,7 +95,21 @@ export interface TensorInfo {
   end: number;
 }
 
-/** An open safetensors file: the validated header plus tensor-by-tensor reads. */
+/**
+ * An open safetensors file: the validated header plus tensor-by-tensor reads.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { openSafetensors, type SafetensorsFile } from "@llm-surgeon/toolkit";
+ * const f: SafetensorsFile = await openSafetensors("models/opt-125m/model.safetensors");
+ * try {
+ *   for (const [name, info] of f.tensors) console.log(name, info.dtype, info.shape);
+ *   const bias = await f.read("model.decoder.layers.0.fc1.bias"); // as f32, whatever the dtype
+ * } finally {
+ *   f.close();
+ * }
+ * ```
+ */
 export interface SafetensorsFile {
   /** Path the file was opened from. */
   readonly path: string;
@@ -408,7 +447,17 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** A checkpoint folder opened for reading: a {@link WeightSource} that must be closed. */
+/**
+ * A checkpoint folder opened for reading: a {@link WeightSource} that must be closed.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { type Checkpoint, openCheckpoint } from "@llm-surgeon/toolkit";
+ * const ckpt: Checkpoint = await openCheckpoint("models/llama-sharded");
+ * console.log(ckpt.files.length, ckpt.dtype("model.embed_tokens.weight")); // e.g. 2 "BF16"
+ * ckpt.close();
+ * ```
+ */
 export interface Checkpoint extends WeightSource {
   /** The safetensors files it reads from. */
   readonly files: string[];
@@ -559,7 +608,17 @@ async function shardedCheckpoint(dir: string, indexPath: string): Promise<Checkp
   return checkpointFrom(files, where, dir);
 }
 
-/** One tensor to write. */
+/**
+ * One tensor to write.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import type { TensorToWrite } from "@llm-surgeon/toolkit";
+ * const t: TensorToWrite = { name: "lm_head.bias", shape: [2, 3], data: new Float32Array(6) };
+ * assert.equal(t.shape.reduce((a, b) => a * b, 1), t.data.length);
+ * ```
+ */
 export interface TensorToWrite {
   /** Tensor name (unique, not `__metadata__`). */
   name: string;

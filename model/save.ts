@@ -11,7 +11,17 @@ import { SafetensorsError, type TensorToWrite, writeSafetensors } from "./safete
 /** Files copied from the source folder when present (tokenizer and generation settings). */
 export const COPIED_FILES: readonly string[] = ["generation_config.json", ...TOKENIZER_FILES];
 
-/** An error while saving; the message names the folder. */
+/**
+ * An error while saving; the message names the folder.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { SaveError } from "@llm-surgeon/toolkit";
+ * const err = new SaveError("out/opt-pruned", "exists and is not a folder");
+ * assert.equal(err.message, "out/opt-pruned: exists and is not a folder");
+ * ```
+ */
 export class SaveError extends Error {
   /**
    * Creates the error; the message is prefixed with the folder.
@@ -24,7 +34,25 @@ export class SaveError extends Error {
   }
 }
 
-/** What {@link saveHfFolder} writes. */
+/**
+ * What {@link saveHfFolder} writes.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { saveHfFolder, type SaveOptions } from "@llm-surgeon/toolkit";
+ * // Tensors may come from a generator, so a large model never sits in memory twice.
+ * function* tensors() {
+ *   yield { name: "model.decoder.final_layer_norm.weight", shape: [768], data: new Float32Array(768).fill(1) };
+ * }
+ * const opts: SaveOptions = {
+ *   config: { model_type: "opt", hidden_size: 768 },
+ *   tensors: tensors(),
+ *   sourceDir: "models/opt-125m", // tokenizer files and generation_config.json come from here
+ *   metadata: { pruned_by: "llm-surgeon" },
+ * };
+ * await saveHfFolder("out/opt-pruned", opts);
+ * ```
+ */
 export interface SaveOptions {
   /** The config.json object (written with `torch_dtype: "float32"`). */
   config: Record<string, unknown>;

@@ -12,7 +12,16 @@
 import { Tokenizer } from "@huggingface/tokenizers";
 import type { TextTokenizer } from "./types.ts";
 
-/** A missing or unusable tokenizer; the message names the folder or file. */
+/**
+ * A missing or unusable tokenizer; the message names the folder or file.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { loadTokenizer, TokenizerError } from "@llm-surgeon/toolkit";
+ * await assert.rejects(loadTokenizer("/no/such/model"), TokenizerError);
+ * ```
+ */
 export class TokenizerError extends Error {
   /**
    * Creates the error; the message is prefixed with the folder or file.
@@ -77,9 +86,16 @@ function tokenContent(v: unknown): string | null {
  * @param merges merges.txt text
  * @param config tokenizer_config.json merged with special_tokens_map.json
  * @param source folder name for error messages
- * @example
+ * @example Usage
  * ```ts
- * const json = byteLevelBpeJson({ "a": 0, "b": 1, "ab": 2 }, "#version: 0.2\na b\n", {});
+ * import assert from "node:assert/strict";
+ * import { byteLevelBpeJson, HfTokenizer } from "./tokenizer.ts";
+ * const config = { bos_token: "</s>", eos_token: "</s>" };
+ * // "Ġ" is GPT-2's byte-level stand-in for a space.
+ * const vocab = { "a": 0, "b": 1, "ab": 2, "Ġ": 3, "Ġab": 4, "</s>": 5 };
+ * const json = byteLevelBpeJson(vocab, "#version: 0.2\na b\nĠ ab\n", config);
+ * const tok = new HfTokenizer(json, config, "inline", null);
+ * assert.deepEqual(Array.from(tok.encode("ab ab")), [5, 2, 4]); // BOS "</s>" first, as OPT
  * ```
  */
 export function byteLevelBpeJson(
@@ -322,7 +338,24 @@ function cutPositions(text: string, mode: ChunkMode, target: number): number[] {
   return cuts;
 }
 
-/** A Hugging Face tokenizer with exact special tokens and chunked encoding of long texts. */
+/**
+ * A Hugging Face tokenizer with exact special tokens and chunked encoding of long texts.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { byteLevelBpeJson, HfTokenizer } from "./tokenizer.ts";
+ * // A six-token byte-level BPE built in memory (loadTokenizer reads the same from a folder).
+ * const config = { bos_token: "</s>", eos_token: "</s>" };
+ * const vocab = { "a": 0, "b": 1, "ab": 2, "Ġ": 3, "Ġab": 4, "</s>": 5 };
+ * const tok = new HfTokenizer(byteLevelBpeJson(vocab, "a b\nĠ ab\n", config), config, "inline", null);
+ * const ids = tok.encode("ab ab");
+ * assert.deepEqual(Array.from(ids), [5, 2, 4]);
+ * assert.equal(tok.decode(ids), "ab ab"); // special tokens skipped
+ * assert.equal(tok.bosId, 5);
+ * assert.equal(tok.vocabSize, 6);
+ * ```
+ */
 export class HfTokenizer implements TextTokenizer {
   readonly bosId: number | null;
   readonly eosId: number | null;
