@@ -5,10 +5,30 @@
  * @module
  */
 
-/** What one removable unit is: single entries, whole rows and columns together, or N:M groups. */
+/**
+ * What one removable unit is: single entries, whole rows and columns together, or N:M groups.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type Structure, structureName } from "@llm-surgeon/toolkit";
+ * const twoOfFour: Structure = { n: 2, m: 4 }; // 2 of every 4 consecutive entries of a row
+ * assert.equal(structureName(twoOfFour), "2:4");
+ * ```
+ */
 export type Structure = "element" | "rowcol" | { n: number; m: number };
 
-/** Raised for invalid pruning options; the message names the flag. */
+/**
+ * Raised for invalid pruning options; the message names the flag.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseStructures, PruneOptionError } from "@llm-surgeon/toolkit";
+ * // Rows and columns are only ever pruned together.
+ * assert.throws(() => parseStructures(["row"]), PruneOptionError);
+ * ```
+ */
 export class PruneOptionError extends Error {
   /**
    * Creates the error.
@@ -24,11 +44,15 @@ export class PruneOptionError extends Error {
  * Parses the reference's `--structures` values: `row column` (or `column row`), `element`, and
  * any `N:M` such as `2:4` or `4:8`. Words may come as separate list items or in one string.
  *
+ * @param list the flag's words, as separate items or space/comma separated
+ *
  * @example Usage
  * ```ts
- * import { parseStructures } from "./structure.ts";
- * parseStructures(["column", "row"]); // "rowcol"
- * parseStructures(["4:8"]);           // { n: 4, m: 8 }
+ * import assert from "node:assert/strict";
+ * import { parseStructures } from "@llm-surgeon/toolkit";
+ * assert.equal(parseStructures(["column", "row"]), "rowcol");
+ * assert.equal(parseStructures(["row column"]), "rowcol");
+ * assert.deepEqual(parseStructures(["4:8"]), { n: 4, m: 8 });
  * ```
  */
 export function parseStructures(list: string[]): Structure {
@@ -60,12 +84,36 @@ export function parseStructures(list: string[]): Structure {
   );
 }
 
-/** Human-readable name of a structure ("element", "row column", "2:4"). */
+/**
+ * Human-readable name of a structure ("element", "row column", "2:4").
+ *
+ * @param s the structure
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { structureName } from "@llm-surgeon/toolkit";
+ * assert.equal(structureName("rowcol"), "row column");
+ * assert.equal(structureName("element"), "element");
+ * assert.equal(structureName({ n: 2, m: 4 }), "2:4");
+ * ```
+ */
 export function structureName(s: Structure): string {
   return typeof s === "string" ? (s === "rowcol" ? "row column" : s) : `${s.n}:${s.m}`;
 }
 
-/** Per-module row and column costs for the structured threshold (full size, dead = 0). */
+/**
+ * Per-module row and column costs for the structured threshold (full size, dead = 0).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type RowColCosts, structuredThreshold } from "@llm-surgeon/toolkit";
+ * // A 2×2 module: its cheap row holds 2 of its 4 entries, exactly half.
+ * const m: RowColCosts = { rows: [0.1, 5], cols: [3, 4] };
+ * assert.equal(structuredThreshold([m], 0.5).tau, 0.1);
+ * ```
+ */
 export interface RowColCosts {
   /** Row costs, length R. */
   rows: ArrayLike<number>;
@@ -79,13 +127,20 @@ export interface RowColCosts {
  * handled as units: a cost value is admitted only if all its ties fit. Returns `-Infinity` when
  * not even the cheapest structure fits (nothing is removed; [ref] crashes there, quirk Q8).
  *
+ * @param modules row and column costs of every module
+ * @param s target sparsity in [0, 1]
+ * @returns τ, the entries removed at τ, the target ⌊s·Σ R·C⌋ and Σ R·C
+ *
  * @example Usage
  * ```ts
- * import { structuredThreshold } from "./structure.ts";
+ * import assert from "node:assert/strict";
+ * import { structuredThreshold } from "@llm-surgeon/toolkit";
  * const t = structuredThreshold(
  *   [{ rows: [0.1, 0.5], cols: [0.2, 0.3, 0.9] }, { rows: [0.05, 0.4, 0.6], cols: [0.35, 0.7] }],
  *   0.5,
- * ); // t.tau === 0.2, t.removed === 6
+ * );
+ * assert.equal(t.tau, 0.2);
+ * assert.equal(t.removed, 6);
  * ```
  */
 export function structuredThreshold(
@@ -129,11 +184,17 @@ export function structuredThreshold(
  * entries are packed greedily while the chunk stays ≤ |k|; with `strict` an over-long packed
  * chunk is cut into pieces of k. Zero-size chunks are dropped. `k = 0` means one chunk.
  *
+ * @param rowCounts masked entries per row
+ * @param k chunk limit (0: one chunk)
+ * @param strict cut over-long chunks into pieces of k
+ *
  * @example Usage
  * ```ts
- * import { chunkSizes } from "./structure.ts";
- * chunkSizes([3, 4, 10, 1, 1], 5, false); // [3, 4, 10, 2]
- * chunkSizes([3, 4, 10, 1, 1], 5, true);  // [3, 4, 5, 5, 2]
+ * import assert from "node:assert/strict";
+ * import { chunkSizes } from "@llm-surgeon/toolkit";
+ * assert.deepEqual(chunkSizes([3, 4, 10, 1, 1], 5, false), [3, 4, 10, 2]);
+ * assert.deepEqual(chunkSizes([3, 4, 10, 1, 1], 5, true), [3, 4, 5, 5, 2]);
+ * assert.deepEqual(chunkSizes([3, 0, 4], 0, false), [7]);
  * ```
  */
 export function chunkSizes(rowCounts: number[], k: number, strict: boolean): number[] {
