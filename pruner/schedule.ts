@@ -12,7 +12,23 @@ import { loraFinetune, loraSubset } from "./lora.ts";
 import { type PruneOptions, pruneShot, type ShotReport } from "./shot.ts";
 import { PruneOptionError, type Structure } from "./structure.ts";
 
-/** Options of {@link runSchedule}: curvature options, prune options and the schedule itself. */
+/**
+ * Options of {@link runSchedule}: curvature options, prune options and the schedule itself.
+ *
+ * @example Usage
+ * ```ts
+ * import { presetFor, type ScheduleOptions } from "@llm-surgeon/toolkit";
+ * // LLM Surgeon, structured, to 30% in 40 shots with fresh calibration data per shot.
+ * const opts: ScheduleOptions = {
+ *   ...presetFor("surgeon-structured", "rowcol"),
+ *   sparsity: 0.3,
+ *   shots: 40,
+ *   newdata: true,
+ *   seed: 100,
+ * };
+ * console.log(opts.kind, opts.structure); // "kfac" "rowcol"
+ * ```
+ */
 export type ScheduleOptions =
   & Omit<CurvatureOptions, "reuse" | "onProgress" | "seed">
   & PruneOptions
@@ -35,7 +51,22 @@ export type ScheduleOptions =
     seed: number;
   };
 
-/** Callbacks of {@link runSchedule}. */
+/**
+ * Callbacks of {@link runSchedule}.
+ *
+ * @example Usage
+ * ```ts
+ * import type { ScheduleHooks } from "@llm-surgeon/toolkit";
+ * const hooks: ScheduleHooks = {
+ *   onShot: (shot, report) => {
+ *     console.log(`shot ${shot}: ${(100 * report.sparsity).toFixed(2)}% pruned`);
+ *     return Promise.resolve();
+ *   },
+ *   onProgress: (line) => console.error(line),
+ * };
+ * hooks.onProgress?.("ready");
+ * ```
+ */
 export interface ScheduleHooks {
   /** After every shot (and its LoRA step), e.g. to evaluate perplexity or save a checkpoint. */
   onShot?(shot: number, report: ShotReport): Promise<void>;
@@ -43,17 +74,72 @@ export interface ScheduleHooks {
   onProgress?(msg: string): void;
 }
 
-/** The sparsity target of shot k (1-based) of a linear schedule. */
+/**
+ * The sparsity target of shot k (1-based) of a linear schedule.
+ *
+ * @param k the shot, 1…shots
+ * @param shots the number of shots S
+ * @param sparsity the final target s
+ * @returns k·s/S
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { linearTarget } from "@llm-surgeon/toolkit";
+ * assert.equal(linearTarget(10, 40, 0.3), 0.075);
+ * assert.equal(linearTarget(40, 40, 0.5), 0.5); // the last shot reaches s
+ * ```
+ */
 export function linearTarget(k: number, shots: number, sparsity: number): number {
   return k * sparsity / shots;
 }
 
-/** The seed used for shot k: every random choice of a shot depends only on (seed, shot). */
+/**
+ * The seed used for shot k: every random choice of a shot depends only on (seed, shot).
+ *
+ * @param seed the run's seed (`--seed`)
+ * @param shot the shot
+ * @returns an unsigned 32-bit seed
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { shotSeed } from "@llm-surgeon/toolkit";
+ * assert.equal(shotSeed(100, 1), shotSeed(100, 1)); // a resumed run draws the same labels
+ * assert.notEqual(shotSeed(100, 1), shotSeed(100, 2));
+ * assert.ok(Number.isInteger(shotSeed(100, 1)) && shotSeed(100, 1) < 2 ** 32);
+ * ```
+ */
 export function shotSeed(seed: number, shot: number): number {
   return (Math.imul(seed >>> 0, 2654435761) ^ Math.imul(shot + 1, 40503)) >>> 0;
 }
 
-/** The calibration sequences of shot k (1-based). */
+/**
+ * The calibration sequences of shot k (1-based): the first n of them, or with `newdata` the
+ * k-th block of n.
+ *
+ * @param calibration all calibration sequences
+ * @param k the shot
+ * @param opts `shots`, `newdata` and `nsamples` are read
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type ScheduleOptions, shotData } from "@llm-surgeon/toolkit";
+ * const calib = [0, 1, 2, 3, 4, 5].map((i) => Int32Array.of(i));
+ * const opts: ScheduleOptions = {
+ *   kind: "kfac",
+ *   structure: "element",
+ *   sparsity: 0.5,
+ *   shots: 3,
+ *   seed: 0,
+ *   newdata: true,
+ * };
+ * // 6 sequences over 3 shots: shot 2 gets sequences 2 and 3.
+ * assert.deepEqual(shotData(calib, 2, opts).map((s) => s[0]), [2, 3]);
+ * assert.equal(shotData(calib, 2, { ...opts, newdata: false }).length, 6);
+ * ```
+ */
 export function shotData(
   calibration: Int32Array[],
   k: number,
@@ -155,7 +241,17 @@ export async function runSchedule(
   }
 }
 
-/** Names of the method presets. */
+/**
+ * Names of the method presets.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type MethodName, methodPresets } from "@llm-surgeon/toolkit";
+ * const name: MethodName = "kron-obd";
+ * assert.equal(methodPresets[name].kind, "kfac");
+ * ```
+ */
 export type MethodName =
   | "magnitude"
   | "l-obd"
@@ -164,7 +260,17 @@ export type MethodName =
   | "surgeon-semistructured"
   | "surgeon-unstructured";
 
-/** A preset: curvature and prune options of one published method (structure optional for baselines). */
+/**
+ * A preset: curvature and prune options of one published method (structure optional for baselines).
+ *
+ * @example Usage
+ * ```ts
+ * import type { MethodPreset } from "@llm-surgeon/toolkit";
+ * // Magnitude pruning as a preset of our own: identity curvature, no weight updates.
+ * const mine: MethodPreset = { kind: "identity", obd: true, structure: { n: 2, m: 4 }, shots: 1 };
+ * console.log(mine.kind); // "identity"
+ * ```
+ */
 export type MethodPreset = Partial<ScheduleOptions> & Pick<ScheduleOptions, "kind">;
 
 /**
@@ -221,6 +327,20 @@ export const methodPresets: Readonly<Record<MethodName, MethodPreset>> = {
  * A preset completed for a structure as in the published scripts (§11.2): structured K-OBD and
  * L-OBD multi-shot use 40 / 24 shots there, but single-shot variants exist too, so the shot count
  * of the baselines is 1 unless `multiShot`; K-OBD uses λg = 0.1 for element and N:M.
+ *
+ * @param name the method
+ * @param structure the structure to prune
+ * @param multiShot the multi-shot variant of a baseline
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { presetFor } from "@llm-surgeon/toolkit";
+ * const kobd = presetFor("kron-obd", "element", true);
+ * assert.equal(kobd.shots, 40);
+ * assert.equal(kobd.dampG, 0.1);
+ * assert.equal(presetFor("l-obd", "rowcol").shots, 1);
+ * ```
  */
 export function presetFor(
   name: MethodName,
