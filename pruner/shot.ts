@@ -32,7 +32,17 @@ import {
   type UpdateOptions,
 } from "./update.ts";
 
-/** Options of one pruning shot (names follow the reference's flags). */
+/**
+ * Options of one pruning shot (names follow the reference's flags).
+ *
+ * @example Usage
+ * ```ts
+ * import type { PruneOptions } from "@llm-surgeon/toolkit";
+ * // 2:4 semi-structured, OBS updates in correlated chunks of 1000 entries.
+ * const opts: PruneOptions = { structure: { n: 2, m: 4 }, maxCorrelate: 1000, addupdate: true };
+ * console.log(opts.obd ?? false); // false: OBS costs and updates
+ * ```
+ */
 export interface PruneOptions {
   /** Removable unit (`--structures`). */
   structure: Structure;
@@ -58,7 +68,24 @@ export interface PruneOptions {
   eigenfix?: boolean;
 }
 
-/** Kept fraction and surviving rows/columns of one module. */
+/**
+ * Kept fraction and surviving rows/columns of one module.
+ *
+ * @example Usage
+ * ```ts
+ * import type { ModuleSparsity } from "@llm-surgeon/toolkit";
+ * // fc1 of layer 0 of a 768-wide OPT ([3072, 768 + 1] with the bias column) after row pruning.
+ * const m: ModuleSparsity = {
+ *   name: "model.decoder.layers.0.fc1",
+ *   kind: "fc1",
+ *   layer: 0,
+ *   kept: 2048 / 3072,
+ *   rowsKept: 2048,
+ *   colsKept: 769,
+ * };
+ * console.log(m.rowsKept * m.colsKept); // 1574912 entries left
+ * ```
+ */
 export interface ModuleSparsity {
   /** Module name. */
   name: string;
@@ -74,7 +101,16 @@ export interface ModuleSparsity {
   colsKept: number;
 }
 
-/** Sparsity of the prunable weights (biases included), overall and per module kind. */
+/**
+ * Sparsity of the prunable weights (biases included), overall and per module kind.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { sparsityStats, type SparsityStats } from "@llm-surgeon/toolkit";
+ * const st: SparsityStats = await sparsityStats(model);
+ * for (const m of st.perModule) console.log(m.name, (1 - m.kept).toFixed(3));
+ * ```
+ */
 export interface SparsityStats {
   /** Fraction of zero entries over all prunable [W | b]. */
   overall: number;
@@ -84,7 +120,26 @@ export interface SparsityStats {
   perModule: ModuleSparsity[];
 }
 
-/** What one shot did. */
+/**
+ * What one shot did.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type ShotReport } from "@llm-surgeon/toolkit";
+ * const report: ShotReport = {
+ *   target: 0.25,
+ *   threshold: 0.0123,
+ *   removedUnits: 1024,
+ *   unit: "entries",
+ *   sparsity: 0.25,
+ *   perKind: { fc1: 0.3, fc2: 0.2 },
+ *   perModule: [],
+ *   seconds: 2.5,
+ * };
+ * assert.equal(report.removedUnits, 1024);
+ * ```
+ */
 export interface ShotReport {
   /** Target cumulative sparsity of this shot. */
   target: number;
@@ -292,7 +347,33 @@ export async function pruneShot(
   };
 }
 
-/** One-line summary of a shot report for logs. */
+/**
+ * One-line summary of a shot report for logs.
+ *
+ * @param shot the shot number
+ * @param r the shot's report
+ * @param structure the structure that was pruned
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatShot, type ShotReport } from "@llm-surgeon/toolkit";
+ * const report: ShotReport = {
+ *   target: 0.25,
+ *   threshold: 0.0123,
+ *   removedUnits: 1024,
+ *   unit: "entries",
+ *   sparsity: 0.25,
+ *   perKind: { fc1: 0.3, fc2: 0.2 },
+ *   perModule: [],
+ *   seconds: 2.5,
+ * };
+ * assert.equal(
+ *   formatShot(3, report, "element"),
+ *   "shot 3: element target 0.2500 τ 1.2300e-2 removed 1024 entries, sparsity 0.2500 (2.5 s)",
+ * );
+ * ```
+ */
 export function formatShot(shot: number, r: ShotReport, structure: Structure): string {
   return `shot ${shot}: ${structureName(structure)} target ${r.target.toFixed(4)} τ ${
     r.threshold.toExponential(4)
