@@ -14,7 +14,17 @@ import { Tensor } from "../kernels/tensor.ts";
 import type { CausalLM, PrunableLinear } from "../model/types.ts";
 import { nonZeroCounts, readAll, rowColMap } from "../curvature/_ops.ts";
 
-/** LoRA options (`--lora_lr`, `--lora_subset`, `--lora_epochs`). */
+/**
+ * LoRA options (`--lora_lr`, `--lora_subset`, `--lora_epochs`).
+ *
+ * @example Usage
+ * ```ts
+ * import type { LoraOptions } from "@llm-surgeon/toolkit";
+ * // One epoch over a tenth of the calibration sequences, rank-8 adapters.
+ * const opts: LoraOptions = { lr: 1e-4, subset: 0.1, epochs: 1, rank: 8 };
+ * console.log(opts.subset * 128); // 12.8 → 12 of 128 sequences
+ * ```
+ */
 export interface LoraOptions {
   /** Adam learning rate (default 1e-4). */
   lr: number;
@@ -28,7 +38,18 @@ export interface LoraOptions {
 
 const LORA_KINDS = new Set(["q_proj", "k_proj", "v_proj", "out_proj"]);
 
-/** The modules that get adapters: OPT attention projections ([ref]); none for Llama. */
+/**
+ * The modules that get adapters: OPT attention projections ([ref]); none for Llama.
+ *
+ * @param model the model
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { loadModel, loraTargets } from "@llm-surgeon/toolkit";
+ * const opt = await loadModel("facebook/opt-125m");
+ * console.log(loraTargets(opt).length); // 48: q, k, v and out_proj of 12 layers
+ * ```
+ */
 export function loraTargets(model: CausalLM): PrunableLinear[] {
   if (model.family !== "opt") return [];
   return model.linears().filter((l) => LORA_KINDS.has(l.kind));
@@ -44,7 +65,23 @@ function seeded(seed: number): () => number {
   };
 }
 
-/** Indices of the LoRA subset: shuffle with the seed, keep ⌊n·subset⌋, restore the original order. */
+/**
+ * Indices of the LoRA subset: shuffle with the seed, keep ⌊n·subset⌋, restore the original order.
+ *
+ * @param n number of calibration sequences
+ * @param subset fraction to keep, in [0, 1]
+ * @param seed shuffle seed
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { loraSubset } from "@llm-surgeon/toolkit";
+ * const idx = loraSubset(128, 0.1, 100);
+ * assert.equal(idx.length, 12); // ⌊128 · 0.1⌋
+ * assert.ok(idx.every((v, i) => i === 0 || idx[i - 1] < v)); // distinct, in order
+ * assert.deepEqual(loraSubset(128, 0.1, 100), idx); // the seed fixes the subset
+ * ```
+ */
 export function loraSubset(n: number, subset: number, seed: number): number[] {
   const rnd = seeded(seed);
   const idx = Array.from({ length: n }, (_, i) => i);
