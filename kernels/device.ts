@@ -13,7 +13,18 @@
  * @module
  */
 
-/** An error raised by the GPU runtime; `op` names the kernel or operation that failed. */
+/**
+ * An error raised by the GPU runtime; `op` names the kernel or operation that failed.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { GpuError } from "@llm-surgeon/toolkit";
+ * const err = new GpuError("kernel gemm_tiled", "dispatch 70000×1×1 exceeds 65535 workgroups");
+ * assert.equal(err.op, "kernel gemm_tiled");
+ * assert.equal(err.message, "kernel gemm_tiled: dispatch 70000×1×1 exceeds 65535 workgroups");
+ * ```
+ */
 export class GpuError extends Error {
   /** The operation (kernel name, buffer name, …) that failed. */
   readonly op: string;
@@ -30,7 +41,17 @@ export class GpuError extends Error {
   }
 }
 
-/** A compiled compute kernel: a pipeline and its bind group layout. */
+/**
+ * A compiled compute kernel: a pipeline and its bind group layout.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { gpu, type Kernel } from "@llm-surgeon/toolkit";
+ * const rt = await gpu();
+ * const k: Kernel = rt.kernel("noop", "@compute @workgroup_size(1) fn main() {}");
+ * console.log(k.name); // "noop"; compiled once, cached by name
+ * ```
+ */
 export interface Kernel {
   /** The name given to {@link Runtime.kernel}; used in error messages. */
   readonly name: string;
@@ -40,7 +61,17 @@ export interface Kernel {
   readonly layout: GPUBindGroupLayout;
 }
 
-/** A binding: a byte range of a GPU buffer. */
+/**
+ * A binding: a byte range of a GPU buffer.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { type BufferRange, Tensor } from "@llm-surgeon/toolkit";
+ * const t = await Tensor.from(new Float32Array(1024));
+ * const tail: BufferRange = t.range(512); // elements 512…1023
+ * console.log(tail.offset, tail.size); // 2048 2048 (bytes)
+ * ```
+ */
 export interface BufferRange {
   /** The buffer. */
   buffer: GPUBuffer;
@@ -50,7 +81,16 @@ export interface BufferRange {
   size: number;
 }
 
-/** Facts about the adapter the runtime chose, for logs and configuration choices. */
+/**
+ * Facts about the adapter the runtime chose, for logs and configuration choices.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { type AdapterFacts, gpu } from "@llm-surgeon/toolkit";
+ * const facts: AdapterFacts = (await gpu()).adapter;
+ * if (facts.isSoftware) console.error(`running on ${facts.description}: keep sizes small`);
+ * ```
+ */
 export interface AdapterFacts {
   /** Human-readable adapter description (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)"). */
   description: string;
@@ -65,7 +105,26 @@ export interface AdapterFacts {
 const PARAM_SLOT = 256; // bytes per uniform slot (>= minUniformBufferOffsetAlignment everywhere)
 const PARAM_PAGE = 64 * 1024;
 
-/** The shared GPU runtime. Get it with {@link gpu}. */
+/**
+ * The shared GPU runtime. Get it with {@link gpu}.
+ *
+ * @example A kernel of your own
+ * ```ts ignore
+ * import { gpu, packParams, Tensor } from "@llm-surgeon/toolkit";
+ * const rt = await gpu();
+ * // Storage bindings first, then the parameter block as a uniform; entry point `main`.
+ * const double = rt.kernel("double", `
+ *   @group(0) @binding(0) var<storage, read_write> x: array<f32>;
+ *   @group(0) @binding(1) var<uniform> p: vec4<u32>;
+ *   @compute @workgroup_size(64)
+ *   fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+ *     if (id.x < p.x) { x[id.x] = 2.0 * x[id.x]; }
+ *   }`);
+ * const t = await Tensor.from([1, 2, 3]);
+ * rt.dispatch(double, [t.range()], packParams(t.size), [Math.ceil(t.size / 64)]);
+ * console.log(await t.read()); // Float32Array [2, 4, 6] (the read-back waits for the GPU)
+ * ```
+ */
 export class Runtime {
   /** The device. */
   readonly device: GPUDevice;
@@ -410,7 +469,24 @@ async function createRuntime(): Promise<Runtime> {
   });
 }
 
-/** Packs uniform parameters: integers as u32 (or i32 if negative), {@link f32} values as f32. */
+/**
+ * Packs uniform parameters: integers as u32 (or i32 if negative), {@link f32} values as f32.
+ * The block is padded to a whole number of 16-byte vec4s (at least one).
+ *
+ * @param values the parameters, in the order the kernel's uniform struct declares them
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { f32, packParams } from "@llm-surgeon/toolkit";
+ * const buf = packParams(768, -1, f32(0.5));
+ * assert.equal(buf.byteLength, 16);
+ * const view = new DataView(buf);
+ * assert.equal(view.getUint32(0, true), 768);
+ * assert.equal(view.getInt32(4, true), -1);
+ * assert.equal(view.getFloat32(8, true), 0.5);
+ * ```
+ */
 export function packParams(...values: (number | F32)[]): ArrayBuffer {
   const n = Math.max(4, Math.ceil(values.length / 4) * 4);
   const buf = new ArrayBuffer(n * 4);
@@ -423,7 +499,18 @@ export function packParams(...values: (number | F32)[]): ArrayBuffer {
   return buf;
 }
 
-/** A value to be packed as f32 by {@link packParams}. */
+/**
+ * A value to be packed as f32 by {@link packParams}.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { F32, packParams } from "@llm-surgeon/toolkit";
+ * // Without the wrapper 2 would be packed as the integer 2.
+ * const buf = packParams(new F32(2));
+ * assert.equal(new DataView(buf).getFloat32(0, true), 2);
+ * ```
+ */
 export class F32 {
   /** The value. */
   readonly value: number;
@@ -437,7 +524,18 @@ export class F32 {
   }
 }
 
-/** Marks `x` as an f32 parameter for {@link packParams}. */
+/**
+ * Marks `x` as an f32 parameter for {@link packParams}.
+ *
+ * @param x the value
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { f32 } from "@llm-surgeon/toolkit";
+ * assert.equal(f32(1e-5).value, 1e-5);
+ * ```
+ */
 export function f32(x: number): F32 {
   return new F32(x);
 }
@@ -445,6 +543,17 @@ export function f32(x: number): F32 {
 /**
  * Splits `n` workgroups into a 2-D grid that respects the per-dimension limit (65535).
  * Kernels recover the linear index as `wid.y * num_workgroups.x + wid.x`.
+ *
+ * @param n the number of workgroups
+ * @returns `[x, y]` with `x·y ≥ n` and both ≤ 65535
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { grid } from "@llm-surgeon/toolkit";
+ * assert.deepEqual(grid(100), [100, 1]);
+ * assert.deepEqual(grid(100_000), [50_000, 2]);
+ * ```
  */
 export function grid(n: number): [number, number] {
   if (n <= 65535) return [Math.max(n, 0), 1];
