@@ -8,13 +8,36 @@
  */
 import { type BufferRange, gpu, GpuError, type Runtime } from "./device.ts";
 
-/** Element types. All are 4 bytes wide. */
+/**
+ * Element types. All are 4 bytes wide.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { type DType, Tensor } from "@llm-surgeon/toolkit";
+ * const dtype: DType = "i32";
+ * const ids = await Tensor.from([2, 31414, 232], [3], dtype, "token ids");
+ * console.log(ids.dtype); // "i32" (an Int32Array would have been detected too)
+ * ```
+ */
 export type DType = "f32" | "u32" | "i32";
 
 type Scope = Set<Tensor>;
 const scopes: Scope[] = [];
 
-/** A dense row-major GPU array. */
+/**
+ * A dense row-major GPU array.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { Tensor } from "@llm-surgeon/toolkit";
+ * const w = await Tensor.from([1, 2, 3, 4, 5, 6], [2, 3], undefined, "w");
+ * console.log(w.rows, w.cols, w.size, String(w)); // 2 3 6 "Tensor(w [2, 3] f32)"
+ * console.log(await w.read()); // Float32Array [1, 2, 3, 4, 5, 6]
+ * const v = w.reshape([3, 2]); // same buffer, new shape
+ * console.log(v.shape); // [3, 2]
+ * w.dispose(); // frees the buffer (v shares it)
+ * ```
+ */
 export class Tensor {
   /** The runtime that owns the buffer. */
   readonly rt: Runtime;
@@ -230,7 +253,22 @@ export class Tensor {
   }
 }
 
-/** Removes `t` from the enclosing scopes so that it outlives them. Returns `t`. */
+/**
+ * Removes `t` from the enclosing scopes so that it outlives them. Returns `t`.
+ *
+ * @param t a tensor or a list of tensors
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { add, keep, scope, Tensor } from "@llm-surgeon/toolkit";
+ * const cache: Tensor[] = [];
+ * const y = await scope(async () => {
+ *   const t = await Tensor.from([1, 2, 3]);
+ *   cache.push(keep(add(t, t))); // survives the scope without being returned
+ *   return add(t, t); // survives as the result
+ * });
+ * ```
+ */
 export function keep<T extends Tensor | Tensor[]>(t: T): T {
   const list = Array.isArray(t) ? t : [t];
   for (const x of list) for (const s of scopes) s.delete(x);
@@ -286,7 +324,18 @@ export async function scope<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Synchronous {@link scope}. */
+/**
+ * Synchronous {@link scope}.
+ *
+ * @param fn the work; tensors it creates are freed unless returned or kept
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { add, mul, scopeSync } from "@llm-surgeon/toolkit";
+ * // (a + b) · b without keeping the sum alive
+ * const y = scopeSync(() => mul(add(a, b), b));
+ * ```
+ */
 export function scopeSync<T>(fn: () => T): T {
   const s: Scope = new Set();
   scopes.push(s);
