@@ -33,9 +33,10 @@ const scopes: Scope[] = [];
  * const w = await Tensor.from([1, 2, 3, 4, 5, 6], [2, 3], undefined, "w");
  * console.log(w.rows, w.cols, w.size, String(w)); // 2 3 6 "Tensor(w [2, 3] f32)"
  * console.log(await w.read()); // Float32Array [1, 2, 3, 4, 5, 6]
- * const v = w.reshape([3, 2]); // same buffer, new shape
+ * const v = w.reshape([3, 2]); // a copy with the new shape
  * console.log(v.shape); // [3, 2]
- * w.dispose(); // frees the buffer (v shares it)
+ * w.dispose(); // frees w's buffer; v keeps its own
+ * v.dispose();
  * ```
  */
 export class Tensor {
