@@ -204,7 +204,18 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   if (i == 0u) { values[r] = A[(j + off) * m + j + off]; }
 }`;
 
-/** Options of {@link eigh}. */
+/**
+ * Options of {@link eigh}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { eigh, type EighOptions, Tensor } from "@llm-surgeon/toolkit";
+ * const m = await Tensor.from([2, 1, 1, 2], [2, 2], undefined, "A of fc1");
+ * const opts: EighOptions = { tol: 1e-6, maxSweeps: 10 };
+ * const { values } = await eigh(m, opts);
+ * console.log(await values.read()); // Float32Array [1, 3]
+ * ```
+ */
 export interface EighOptions {
   /** Stop when ‖offdiag A‖_F ≤ tol·‖A‖_F (default 1e-7, about f32 rounding). */
   tol?: number;
