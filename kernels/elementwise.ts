@@ -28,7 +28,19 @@ export function chunkElems(rt: Runtime): number {
   return Math.floor(rt.maxBinding / 4 / align) * align;
 }
 
-/** Options of {@link map}. */
+/**
+ * Options of {@link map}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { map, type MapOptions, Tensor } from "@llm-surgeon/toolkit";
+ * const x = await Tensor.from([-1, 0.5, 2]);
+ * // A u32 mask of the positive entries, in a new tensor with its own name.
+ * const opts: MapOptions = { dtype: "u32", name: "positive" };
+ * const mask = map("select(0u, 1u, a > 0.0)", [x], [], opts);
+ * console.log(await mask.readU32()); // Uint32Array [0, 1, 1]
+ * ```
+ */
 export interface MapOptions {
   /** Write into this tensor (it may also be one of the inputs). Default: a new tensor. */
   out?: Tensor;
