@@ -29,7 +29,19 @@ import { f32, GpuError, packParams, type Runtime } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 import { padCols, unpadCols } from "./matrix.ts";
 
-/** Options of {@link matmul}. */
+/**
+ * Options of {@link matmul}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { type GemmOptions, matmul, Tensor } from "@llm-surgeon/toolkit";
+ * const x = await Tensor.from([1, 2, 3, 4], [2, 2]); // [tokens, in]
+ * const w = await Tensor.from([1, 0, 0, 1], [2, 2]); // [out, in], as nn.Linear stores it
+ * const b = await Tensor.from([10, 20]);
+ * const opts: GemmOptions = { transB: true, bias: b }; // y = x·Wᵀ + b
+ * console.log(await matmul(x, w, opts).read()); // Float32Array [11, 22, 13, 24]
+ * ```
+ */
 export interface GemmOptions {
   /** Use Aᵀ (A stored `[K, M]`). */
   transA?: boolean;
@@ -49,7 +61,18 @@ export interface GemmOptions {
   config?: Partial<GemmConfig>;
 }
 
-/** Kernel configuration of the GEMM generator. */
+/**
+ * Kernel configuration of the GEMM generator.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { gemmConfig, type GemmConfig, gpu, matmul } from "@llm-surgeon/toolkit";
+ * const cfg: GemmConfig = gemmConfig(await gpu(), 2048, 768, 768); // what matmul would pick
+ * console.log(cfg.rows, cfg.cols, cfg.kChunk);
+ * // Force a smaller K chunk to exercise chunked accumulation in a test.
+ * const y = matmul(a, b, { config: { kChunk: 64 } });
+ * ```
+ */
 export interface GemmConfig {
   /** Rows of C per invocation (1, 2, 4, 8 or 16). */
   rows: number;
