@@ -15,9 +15,29 @@
 import { GpuError, grid, packParams, type Runtime } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 
-/** Reduction operators. */
+/**
+ * Reduction operators.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { reduce, type ReduceOp, Tensor } from "@llm-surgeon/toolkit";
+ * const t = await Tensor.from([3, -4], [1, 2]);
+ * const op: ReduceOp = "sumsq";
+ * console.log(await reduce(t, op).item()); // 25
+ * ```
+ */
 export type ReduceOp = "sum" | "sumsq" | "max" | "min" | "absmax";
-/** What to reduce over: everything, each row (→ `[rows]`), or each column (→ `[cols]`). */
+/**
+ * What to reduce over: everything, each row (→ `[rows]`), or each column (→ `[cols]`).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { reduce, type ReduceAxis, Tensor } from "@llm-surgeon/toolkit";
+ * const t = await Tensor.from([1, 2, 3, 4, 5, 6], [2, 3]);
+ * const axis: ReduceAxis = "cols";
+ * console.log(await reduce(t, "max", axis).read()); // Float32Array [4, 5, 6]
+ * ```
+ */
 export type ReduceAxis = "all" | "rows" | "cols";
 
 type AnyOp = ReduceOp | "zeros" | "nonfinite";
