@@ -213,7 +213,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
  * const m = await Tensor.from([2, 1, 1, 2], [2, 2], undefined, "A of fc1");
  * const opts: EighOptions = { tol: 1e-6, maxSweeps: 10 };
  * const { values } = await eigh(m, opts);
- * console.log(await values.read()); // Float32Array [1, 3]
+ * console.log(await values.read()); // ≈ [1, 3], ascending
  * ```
  */
 export interface EighOptions {
