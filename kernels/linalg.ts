@@ -40,6 +40,30 @@ const NO_FAILURE = 0xffffffff;
 /**
  * Raised when a matrix is not (numerically) positive definite after damping: a Cholesky pivot
  * was ≤ 0 or not finite.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { NotPositiveDefiniteError } from "@llm-surgeon/toolkit";
+ * const err = new NotPositiveDefiniteError("A of fc1", 3, 0.01, -2e-5);
+ * assert.equal(err.pivot, 3);
+ * assert.equal(
+ *   err.message,
+ *   "A of fc1: not positive definite after damping λ = 0.01 (M + λ·mean(diag M)·I): " +
+ *     "Cholesky pivot 3 is -0.00002",
+ * );
+ * ```
+ *
+ * @example Catching it
+ * ```ts ignore
+ * import { cholesky, NotPositiveDefiniteError } from "@llm-surgeon/toolkit";
+ * try {
+ *   await cholesky(m);
+ * } catch (e) {
+ *   if (e instanceof NotPositiveDefiniteError) console.error(`raise the damping: ${e.message}`);
+ *   else throw e;
+ * }
+ * ```
  */
 export class NotPositiveDefiniteError extends Error {
   /** Name of the matrix (the tensor name, or the `name` option). */
@@ -636,7 +660,16 @@ async function readRatio(stats: Tensor): Promise<number> {
 // Public API
 // ---------------------------------------------------------------------------------------------
 
-/** Options of {@link cholesky}. */
+/**
+ * Options of {@link cholesky}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { cholesky, type CholeskyOptions } from "@llm-surgeon/toolkit";
+ * const opts: CholeskyOptions = { name: "G of layers.3.fc2" }; // named in a failure
+ * const L = await cholesky(G, opts);
+ * ```
+ */
 export interface CholeskyOptions {
   /** Name used in error messages (default: the tensor's name). */
   name?: string;
@@ -676,7 +709,21 @@ export async function cholesky(M: Tensor, opts: CholeskyOptions = {}): Promise<T
   }
 }
 
-/** Options of {@link triangularSolve}. */
+/**
+ * Options of {@link triangularSolve}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { cholesky, Tensor, triangularSolve, type TriangularSolveOptions } from "@llm-surgeon/toolkit";
+ * const M = await Tensor.from([4, 2, 2, 3], [2, 2]);
+ * const L = await cholesky(M);
+ * const b = await Tensor.from([2, 1]);
+ * // M⁻¹·b as two triangular solves: L·y = b, then Lᵀ·x = y.
+ * const y = triangularSolve(L, b, { lower: true });
+ * const back: TriangularSolveOptions = { lower: true, transpose: true };
+ * console.log(await triangularSolve(L, y, back).read()); // ≈ [0.5, 0]
+ * ```
+ */
 export interface TriangularSolveOptions {
   /** Whether the triangle is lower (`true`) or upper (`false`); the other triangle is ignored. */
   lower: boolean;
@@ -744,7 +791,17 @@ export function triangularSolve(L: Tensor, B: Tensor, opts: TriangularSolveOptio
   return X;
 }
 
-/** Options of {@link spdInverse}. */
+/**
+ * Options of {@link spdInverse}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { spdInverse, type SpdInverseOptions } from "@llm-surgeon/toolkit";
+ * // (A + 0.01·mean(diag A)·I)⁻¹, raising the damping if a pivot fails.
+ * const opts: SpdInverseOptions = { damp: 0.01, retryDamping: true, name: "A of fc1" };
+ * const inv = await spdInverse(A, opts);
+ * ```
+ */
 export interface SpdInverseOptions {
   /** Relative damping λ: invert `M + λ·mean(diag M)·I` (ALGORITHM.md §4.1). Default 0. */
   damp?: number;
@@ -878,7 +935,18 @@ async function newtonRefine(
   }
 }
 
-/** Options of {@link spdSolve}. */
+/**
+ * Options of {@link spdSolve}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { spdSolve, type SpdSolveOptions, Tensor } from "@llm-surgeon/toolkit";
+ * const M = await Tensor.from([4, 2, 2, 3], [2, 2]);
+ * const b = await Tensor.from([2, 1]);
+ * const opts: SpdSolveOptions = { damp: 0, maxRefine: 4 };
+ * console.log(await (await spdSolve(M, b, opts)).read()); // ≈ [0.5, 0]
+ * ```
+ */
 export interface SpdSolveOptions {
   /** Relative damping λ: solve with `M + λ·mean(diag M)·I`. Default 0. */
   damp?: number;
@@ -1133,7 +1201,19 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
 }`;
 }
 
-/** Options of {@link batchedSpdSolve}. */
+/**
+ * Options of {@link batchedSpdSolve}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { batchedSpdSolve, type BatchedSpdSolveOptions, Tensor } from "@llm-surgeon/toolkit";
+ * // Two 2×2 systems, each with one right-hand side.
+ * const Ms = await Tensor.from([4, 2, 2, 3, 2, 0, 0, 2], [2, 2, 2]);
+ * const Bs = await Tensor.from([2, 1, 2, 4], [2, 2]);
+ * const opts: BatchedSpdSolveOptions = { damp: 0, name: "row blocks" };
+ * console.log(await (await batchedSpdSolve(Ms, Bs, opts)).read()); // ≈ [0.5, 0, 1, 2]
+ * ```
+ */
 export interface BatchedSpdSolveOptions {
   /** Relative damping λ per system: `M_s + λ·mean(diag M_s)·I`. Default 0. */
   damp?: number;
