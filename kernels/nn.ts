@@ -61,6 +61,16 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw: vec3u,
  * Tuning of the row kernels (norms, softmax, cross-entropy). `rowLanes`: lanes cooperating on
  * one row; 0 = automatic (1 on software adapters, where workgroup barriers are expensive, else
  * 256).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { nnTuning } from "@llm-surgeon/toolkit";
+ * const saved = nnTuning.rowLanes;
+ * nnTuning.rowLanes = 256; // force the many-lane row kernels, e.g. to test them on a CPU adapter
+ * assert.equal(nnTuning.rowLanes, 256);
+ * nnTuning.rowLanes = saved; // back to automatic
+ * ```
  */
 export const nnTuning: { rowLanes: number } = { rowLanes: 0 };
 
@@ -224,6 +234,12 @@ ${ELEM_MAIN}
  * embedding gradients for pruning).
  *
  * - `dtable` [Vp, C]; `dout` [T, C]; `ids` [T] i32.
+ *
+ * @example Usage
+ * ```ts ignore
+ * // ids [T] i32, dout [T, C]; rows 0 … Vp − 1 of the table piece get their tokens' gradients
+ * embeddingBackward(dwte, dh, ids, 0);
+ * ```
  */
 export function embeddingBackward(dtable: Tensor, dout: Tensor, ids: Tensor, rowStart = 0): void {
   const [T, C] = [ids.size, dtable.cols];
@@ -325,6 +341,12 @@ ${rowPrelude(lanes)}
  * Parameter gradients: {@link layernormParamBackward}.
  *
  * - `dinp` [T, C]; `dout` [T, C]; `inp` [T, C]; `weight` [C] or null; `mean`, `rstd` [T].
+ *
+ * @example Usage
+ * ```ts ignore
+ * layernormForward(ln, mean, rstd, h, w, b, 1e-5); // keeps mean and rstd for the backward
+ * layernormBackward(dh, dln, h, w, mean, rstd, true); // adds into the residual gradient
+ * ```
  */
 export function layernormBackward(
   dinp: Tensor,
@@ -384,6 +406,11 @@ ${rowPrelude(lanes)}
  * `n = (inp − mean)·rstd`. Accumulates. (Not needed for pruning; used by tests and fine-tuning.)
  *
  * - `dweight` [C]; `dbias` [C] or null; `dout` [T, C]; `inp` [T, C]; `mean`, `rstd` [T].
+ *
+ * @example Usage
+ * ```ts ignore
+ * layernormParamBackward(dw, db, dln, h, mean, rstd); // dw += Σ dln⊙n, db += Σ dln
+ * ```
  */
 export function layernormParamBackward(
   dweight: Tensor,
@@ -496,6 +523,12 @@ ${rowPrelude(lanes)}
  * {@link rmsnormParamBackward}.
  *
  * - `dinp` [T, C]; `dout` [T, C]; `inp` [T, C]; `weight` [C]; `rstd` [T].
+ *
+ * @example Usage
+ * ```ts ignore
+ * rmsnormForward(n1, rstd, h, w, 1e-5);
+ * rmsnormBackward(dh, dn1, h, w, rstd, true);
+ * ```
  */
 export function rmsnormBackward(
   dinp: Tensor,
@@ -542,6 +575,11 @@ ${rowPrelude(lanes)}
  * RMSNorm weight gradient: `dweight += Σ_t dout⊙inp·rstd`. Accumulates.
  *
  * - `dweight` [C]; `dout` [T, C]; `inp` [T, C]; `rstd` [T].
+ *
+ * @example Usage
+ * ```ts ignore
+ * rmsnormParamBackward(dw, dn1, h, rstd);
+ * ```
  */
 export function rmsnormParamBackward(
   dweight: Tensor,
@@ -564,7 +602,11 @@ export function rmsnormParamBackward(
  * @param scaling null, `{type: "linear", factor}` or the llama3 parameters
  * @example Usage
  * ```ts
- * const inv = ropeInvFreq(8, 10000, null); // [1, 0.1, 0.01, 0.001]
+ * import assert from "node:assert/strict";
+ * import { ropeInvFreq } from "@llm-surgeon/toolkit";
+ * const inv = ropeInvFreq(8, 10000, null); // θ^(−2i/D) in f32: ≈ [1, 0.1, 0.01, 0.001]
+ * assert.equal(inv.length, 4);
+ * assert.ok(Math.abs(inv[3] - 0.001) < 1e-9);
  * ```
  */
 export function ropeInvFreq(
@@ -611,6 +653,16 @@ export function ropeInvFreq(
  * Cos/sin tables for positions `0 … n − 1` (f32 angles `fround(p·invFreq)`, like HF).
  *
  * @returns `{cos, sin}`, each `[n, D/2]` row-major
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ropeInvFreq, ropeTables } from "@llm-surgeon/toolkit";
+ * const { cos, sin } = ropeTables(ropeInvFreq(4, 10000, null), 3); // D = 4, positions 0, 1, 2
+ * assert.equal(cos.length, 3 * 2);
+ * assert.deepEqual(Array.from(cos.subarray(0, 2)), [1, 1]); // position 0: no rotation
+ * assert.ok(Math.abs(sin[2] - Math.sin(1)) < 1e-7); // position 1, frequency 1
+ * ```
  */
 export function ropeTables(
   invFreq: Float32Array,
@@ -699,6 +751,13 @@ export function ropeForward(x: Tensor, cos: Tensor, sin: Tensor, heads: number, 
  * rotation). Overwrites `dx` (which holds `dout` on entry).
  *
  * - `dx` [T, heads·D]; `cos`, `sin` [P, D/2].
+ *
+ * @example Usage
+ * ```ts ignore
+ * ropeForward(q, cos, sin, numHeads, 0);
+ * // … later, dq holds ∂L/∂(rotated q):
+ * ropeBackward(dq, cos, sin, numHeads, 0); // now ∂L/∂q
+ * ```
  */
 export function ropeBackward(dx: Tensor, cos: Tensor, sin: Tensor, heads: number, pos0 = 0): void {
   rope(dx, cos, sin, heads, pos0, -1, "ropeBackward");
@@ -707,7 +766,17 @@ export function ropeBackward(dx: Tensor, cos: Tensor, sin: Tensor, heads: number
 // ---------------------------------------------------------------------------------------------
 // Attention
 
-/** Shape parameters of {@link attentionForward} / {@link attentionBackward}. */
+/**
+ * Shape parameters of {@link attentionForward} / {@link attentionBackward}.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { attentionForward, type AttentionShape } from "@llm-surgeon/toolkit";
+ * // Llama with grouped-query attention: 32 query heads share 8 key/value heads of size 64.
+ * const sh: AttentionShape = { numHeads: 32, numKvHeads: 8, headDim: 64 };
+ * attentionForward(att, q, k, v, sh);
+ * ```
+ */
 export interface AttentionShape {
   /** H, number of query heads. */
   numHeads: number;
@@ -802,6 +871,12 @@ ${ELEM_MAIN}
  * masked entries become 0. The scores are multiplied by `scale` first.
  *
  * - `s` [Hc, T, L] (in place: scores in, probabilities out).
+ *
+ * @example Usage
+ * ```ts ignore
+ * // scores [H, T, L] of T new queries after a cache of L − T keys
+ * softmaxForward(scores, 1 / Math.sqrt(64), L - T, L);
+ * ```
  */
 export function softmaxForward(
   s: Tensor,
@@ -854,6 +929,11 @@ ${rowPrelude(lanes)}
  * (which holds ∂L/∂P on entry and ∂L/∂scores on exit, scores before scaling).
  *
  * - `dp` [Hc, T, L]; `prob` [Hc, T, L].
+ *
+ * @example Usage
+ * ```ts ignore
+ * softmaxBackward(dScores, probs, 1 / Math.sqrt(64)); // dScores: ∂L/∂P in, ∂L/∂scores out
+ * ```
  */
 export function softmaxBackward(dp: Tensor, prob: Tensor, scale: number): void {
   const L = prob.cols;
@@ -989,6 +1069,13 @@ export function attentionForward(
  * over the heads of a group for `dk`/`dv`. Overwrites `dq`, `dk`, `dv`.
  *
  * - `dq` [T, H·D]; `dk`, `dv` [Lk, KH·D]; `dout` [T, H·D]; `q`, `k`, `v` as in the forward.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const sh = { numHeads: 12, numKvHeads: 12, headDim: 64 };
+ * attentionForward(att, q, k, v, sh);
+ * attentionBackward(dq, dk, dv, datt, q, k, v, sh);
+ * ```
  */
 export function attentionBackward(
   dq: Tensor,
@@ -1125,6 +1212,13 @@ const TAKEN = `fn taken(c: u32, n: u32) -> bool {
  * index ≥ `validRows` get label −1 (no loss).
  *
  * - `labels` [T·S] i32 (rows `rowBase …` written); `logits` [Tc, V]; `uniforms` [T·S] in [0, 1).
+ *
+ * @example Usage
+ * ```ts ignore
+ * // one label per position for the first T rows of a [T, V] logits chunk
+ * const uniforms = await Tensor.from(Float32Array.from({ length: T }, () => Math.random()));
+ * sampleLabels(labels, logits, uniforms, 1, 0, T);
+ * ```
  */
 export function sampleLabels(
   labels: Tensor,
@@ -1216,12 +1310,26 @@ ${ROW_MAIN}
 // ---------------------------------------------------------------------------------------------
 // Activations, residual, linear
 
-/** `out = max(inp, 0)`. Shapes: `out`, `inp` [N]. */
+/**
+ * `out = max(inp, 0)`. Shapes: `out`, `inp` [N].
+ *
+ * @example Usage
+ * ```ts ignore
+ * reluForward(act, pre); // OPT: fc1 → ReLU → fc2
+ * ```
+ */
 export function reluForward(out: Tensor, inp: Tensor): void {
   map("max(a, 0.0)", [inp], [], { out });
 }
 
-/** `dinp = dout·[inp > 0]`. Overwrites. Shapes: all [N]. */
+/**
+ * `dinp = dout·[inp > 0]`. Overwrites. Shapes: all [N].
+ *
+ * @example Usage
+ * ```ts ignore
+ * reluBackward(dpre, dact, pre);
+ * ```
+ */
 export function reluBackward(dinp: Tensor, dout: Tensor, inp: Tensor): void {
   map("select(0.0, b, a > 0.0)", [inp, dout], [], { out: dinp });
 }
@@ -1265,17 +1373,38 @@ ${ELEM_MAIN}
   );
 }
 
-/** Exact (erf) GELU, HF `"gelu"`: `out = x·Φ(x)`. Shapes: `out`, `inp` [N]. */
+/**
+ * Exact (erf) GELU, HF `"gelu"`: `out = x·Φ(x)`. Shapes: `out`, `inp` [N].
+ *
+ * @example Usage
+ * ```ts ignore
+ * geluForward(act, pre);
+ * ```
+ */
 export function geluForward(out: Tensor, inp: Tensor): void {
   gelu(out, inp, null);
 }
 
-/** GELU backward: `dinp = dout·(Φ(x) + x·φ(x))`. Overwrites. Shapes: all [N]. */
+/**
+ * GELU backward: `dinp = dout·(Φ(x) + x·φ(x))`. Overwrites. Shapes: all [N].
+ *
+ * @example Usage
+ * ```ts ignore
+ * geluBackward(dpre, dact, pre);
+ * ```
+ */
 export function geluBackward(dinp: Tensor, dout: Tensor, inp: Tensor): void {
   gelu(dinp, inp, dout);
 }
 
-/** SiLU-gated unit of the Llama MLP: `out = silu(gate) ⊙ up`. Shapes: all [T, F]. */
+/**
+ * SiLU-gated unit of the Llama MLP: `out = silu(gate) ⊙ up`. Shapes: all [T, F].
+ *
+ * @example Usage
+ * ```ts ignore
+ * swigluForward(act, gate, up); // Llama: down_proj(silu(gate_proj x) ⊙ up_proj x)
+ * ```
+ */
 export function swigluForward(out: Tensor, gate: Tensor, up: Tensor): void {
   map("a / (1.0 + exp(-a)) * b", [gate, up], [], { out });
 }
@@ -1283,6 +1412,11 @@ export function swigluForward(out: Tensor, gate: Tensor, up: Tensor): void {
 /**
  * SwiGLU backward: `dgate = dout ⊙ up ⊙ σ(g)(1 + g(1 − σ(g)))`, `dup = dout ⊙ silu(gate)`.
  * Overwrites both. Shapes: all [T, F].
+ *
+ * @example Usage
+ * ```ts ignore
+ * swigluBackward(dgate, dup, dact, gate, up);
+ * ```
  */
 export function swigluBackward(
   dgate: Tensor,
@@ -1300,12 +1434,26 @@ export function swigluBackward(
   map("b * a / (1.0 + exp(-a))", [gate, dout], [], { out: dup });
 }
 
-/** Residual connection `out = a + b` (`out` may alias `a`). Shapes: all [T, C]. */
+/**
+ * Residual connection `out = a + b` (`out` may alias `a`). Shapes: all [T, C].
+ *
+ * @example Usage
+ * ```ts ignore
+ * residualForward(h, h, attnOut); // h += attention output
+ * ```
+ */
 export function residualForward(out: Tensor, a: Tensor, b: Tensor): void {
   map("a + b", [a, b], [], { out });
 }
 
-/** Residual backward: `da += dout`, `db += dout` (either may be null). Accumulates. */
+/**
+ * Residual backward: `da += dout`, `db += dout` (either may be null). Accumulates.
+ *
+ * @example Usage
+ * ```ts ignore
+ * residualBackward(dh, dattnOut, dout); // the gradient flows into both branches
+ * ```
+ */
 export function residualBackward(da: Tensor | null, db: Tensor | null, dout: Tensor): void {
   if (da) map("o + a", [dout], [], { out: da });
   if (db) map("o + a", [dout], [], { out: db });
@@ -1341,6 +1489,12 @@ export function linearForward(
  * when `accumulate`. (The weight gradient `doutᵀ·inp` is what the taps hand out.)
  *
  * - `dinp` [T, C]; `dout` [T, R]; `weight` [R, C].
+ *
+ * @example Usage
+ * ```ts ignore
+ * linearForward(y, x, w, b);
+ * linearBackward(dx, dy, w, null, true); // dx += dy·W
+ * ```
  */
 export function linearBackward(
   dinp: Tensor,
@@ -1365,6 +1519,12 @@ export function linearBackward(
  * `out[r, outCol + c] = inp[r, inCol + c]` for `r < rows`, `c < cols`.
  *
  * - `out` [rows, ≥ outCol + cols]; `inp` [rows, ≥ inCol + cols].
+ *
+ * @example Usage
+ * ```ts ignore
+ * // the first 64 columns of x [T, 768] into columns 128 … 191 of out [T, 256]
+ * copyColumns(out, 128, x, 0, 64);
+ * ```
  */
 export function copyColumns(
   out: Tensor,
@@ -1398,6 +1558,12 @@ ${ELEM_MAIN}
  * with a bias, ALGORITHM.md §0).
  *
  * - `out` [T, C + 1]; `inp` [T, C].
+ *
+ * @example Usage
+ * ```ts ignore
+ * const xa = Tensor.emptySync(x.rt, [x.rows, x.cols + 1]);
+ * appendOnes(xa, x); // [x | 1]: the input the bias column of [W | b] sees
+ * ```
  */
 export function appendOnes(out: Tensor, inp: Tensor): void {
   check("appendOnes", out, inp.rows * (inp.cols + 1), "out");
@@ -1423,6 +1589,11 @@ ${ELEM_MAIN}
 /**
  * Gradient hygiene for taps (ALGORITHM.md §2.1): NaN → 0, then clamp to `[−maxAbs, maxAbs]`
  * when `maxAbs > 0`. In place. Shapes: `g` [N].
+ *
+ * @example Usage
+ * ```ts ignore
+ * sanitizeGrad(g, 10); // NaN → 0, then clamp to [−10, 10] (`--max_outgrad 10`)
+ * ```
  */
 export function sanitizeGrad(g: Tensor, maxAbs = 0): void {
   const nan = "(bitcast<u32>(a) & 0x7fffffffu) > 0x7f800000u";
