@@ -11,7 +11,20 @@
  */
 import { parseArgs } from "node:util";
 
-/** A bad flag value or combination; `flag` names the flag (`--sparsity`). */
+/**
+ * A bad flag value or combination; `flag` names the flag (`--sparsity`).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FlagError, parseFlags, validateConfig } from "./cli_flags.ts";
+ * assert.throws(() => validateConfig(parseFlags(["--sparsity", "1.5"])), (e) => {
+ *   assert.ok(e instanceof FlagError);
+ *   assert.equal(e.flag, "--sparsity");
+ *   return true;
+ * });
+ * ```
+ */
 export class FlagError extends Error {
   /** The flag at fault, with its dashes. */
   readonly flag: string;
@@ -28,7 +41,18 @@ export class FlagError extends Error {
 
 type FlagType = "string" | "number" | "int" | "boolean" | "list";
 
-/** One row of the flag table. */
+/**
+ * One row of the flag table.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FLAGS, type FlagSpec } from "./cli_flags.ts";
+ * const spec: FlagSpec = FLAGS.find((f) => f.name === "sparsity")!;
+ * assert.equal(spec.type, "number");
+ * assert.equal(spec.default, 0.5);
+ * ```
+ */
 export interface FlagSpec {
   /** Reference name (snake_case, without dashes). */
   name: string;
@@ -52,6 +76,12 @@ export interface FlagSpec {
 /**
  * Every flag, in `--help` order. Defaults are the reference's (ALGORITHM.md §11.1) except where
  * the help text says otherwise.
+ *
+ * @example Usage
+ * ```ts
+ * import { FLAGS } from "./cli_flags.ts";
+ * for (const f of FLAGS.filter((f) => f.group === "LoRA")) console.log(`--${f.name}: ${f.help}`);
+ * ```
  */
 export const FLAGS: readonly FlagSpec[] = [
   // model and data
@@ -456,7 +486,18 @@ export const FLAGS: readonly FlagSpec[] = [
 
 const SPEC_BY_NAME = new Map(FLAGS.map((f) => [f.name, f]));
 
-/** The resolved settings: every flag of {@link FLAGS} by its reference name. */
+/**
+ * The resolved settings: every flag of {@link FLAGS} by its reference name.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseFlags, type SurgeonConfig } from "./cli_flags.ts";
+ * const cfg: SurgeonConfig = parseFlags(["--shots", "5"]);
+ * assert.equal(cfg.shots, 5);
+ * assert.equal(cfg.log_root, "runs"); // a default
+ * ```
+ */
 export interface SurgeonConfig {
   model_str: string;
   revision: string;
@@ -513,7 +554,17 @@ export interface SurgeonConfig {
   lowmem: boolean;
 }
 
-/** The pruning structure a `--structures` list denotes. */
+/**
+ * The pruning structure a `--structures` list denotes.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type StructureSpec, structureOf } from "./cli_flags.ts";
+ * const s: StructureSpec = structureOf(["column", "row"]);
+ * assert.deepEqual(s, { kind: "rowcol" });
+ * ```
+ */
 export type StructureSpec = { kind: "rowcol" } | { kind: "element" } | {
   kind: "nm";
   n: number;
@@ -524,9 +575,12 @@ export type StructureSpec = { kind: "rowcol" } | { kind: "element" } | {
  * Interprets a `--structures` list: `row column` (either order), `element`, or one `N:M` with
  * 0 < N < M.
  * @param list the words given
- * @example
+ * @example Usage
  * ```ts
- * structureOf(["2:4"]); // { kind: "nm", n: 2, m: 4 }
+ * import assert from "node:assert/strict";
+ * import { structureOf } from "./cli_flags.ts";
+ * assert.deepEqual(structureOf(["2:4"]), { kind: "nm", n: 2, m: 4 });
+ * assert.deepEqual(structureOf(["element"]), { kind: "element" });
  * ```
  */
 export function structureOf(list: readonly string[]): StructureSpec {
@@ -619,10 +673,14 @@ function toNumber(spec: FlagSpec, v: string): number {
  * {@link validateConfig}). Unknown flags, missing values and non-numbers throw {@link FlagError}.
  * @param argv the arguments (e.g. `Deno.args`)
  * @param env environment lookup for `LOG_ROOT` (default: none)
- * @example
+ * @example Usage
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseFlags } from "./cli_flags.ts";
  * const cfg = parseFlags(["--sparsity", "0.3", "--structures", "row", "column", "--use-iad"]);
- * cfg.sparsity; // 0.3
+ * assert.equal(cfg.sparsity, 0.3);
+ * assert.deepEqual(cfg.structures, ["row", "column"]);
+ * assert.equal(cfg.use_iad, true); // kebab-case alias of --use_iad
  * ```
  */
 export function parseFlags(
@@ -687,9 +745,12 @@ const SPLITS = ["train", "valid", "validation", "val", "test"];
  * Checks every value and combination of the settings (no file or network access; see
  * {@link checkModelFolder} for the model folder). Throws {@link FlagError} naming the flag.
  * @param cfg settings from {@link parseFlags}
- * @example
+ * @example Usage
  * ```ts
- * validateConfig(parseFlags(["--curvature", "kfac", "--use_iad"]));
+ * import assert from "node:assert/strict";
+ * import { parseFlags, validateConfig } from "./cli_flags.ts";
+ * validateConfig(parseFlags(["--curvature", "kfac", "--use_iad"])); // passes
+ * assert.throws(() => validateConfig(parseFlags(["--sparsity", "-0.1"])));
  * ```
  */
 export function validateConfig(cfg: SurgeonConfig): void {
@@ -817,6 +878,14 @@ export function validateConfig(cfg: SurgeonConfig): void {
  * (`org/name`) pass (they are checked when downloaded). Throws {@link FlagError} for
  * `--model_str`.
  * @param modelStr the `--model_str` value
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { checkModelFolder, FlagError } from "./cli_flags.ts";
+ * await checkModelFolder("facebook/opt-125m"); // a Hub id: checked when downloaded
+ * await assert.rejects(checkModelFolder("/no/such/folder"), FlagError);
+ * ```
  */
 export async function checkModelFolder(modelStr: string): Promise<void> {
   let isDir = false;
@@ -877,6 +946,12 @@ export async function checkModelFolder(modelStr: string): Promise<void> {
  * Creates the log root if needed and checks that it can be written (a sandboxed run without
  * write permission there fails here, before any work). Throws {@link FlagError} for `--log_root`.
  * @param logRoot the `--log_root` value
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { checkLogRoot } from "./cli_flags.ts";
+ * await checkLogRoot("runs"); // creates runs/ if needed, or throws FlagError for --log_root
+ * ```
  */
 export async function checkLogRoot(logRoot: string): Promise<void> {
   try {
@@ -889,6 +964,15 @@ export async function checkLogRoot(logRoot: string): Promise<void> {
 /**
  * The `--help` text: usage, then every flag with its default and explanation, by section.
  * @param program how the program is invoked (first usage line)
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { helpText } from "./cli_flags.ts";
+ * const help = helpText("deno task prune");
+ * assert.ok(help.startsWith("Usage: deno task prune [--flag value …]"));
+ * assert.ok(help.includes("--sparsity"));
+ * ```
  */
 export function helpText(program = "deno task surgeon"): string {
   const lines = [
@@ -947,6 +1031,16 @@ function wrap(text: string, width: number): string[] {
  * Settings that decide a run's results, for the run folder's name and for checking that a
  * `--resume` continues the same run: everything except output placement and network options.
  * @param cfg resolved settings
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseFlags, resultSettings } from "./cli_flags.ts";
+ * const a = resultSettings(parseFlags(["--log_root", "/tmp/a"]));
+ * const b = resultSettings(parseFlags(["--log_root", "/tmp/b"]));
+ * assert.deepEqual(a, b); // where the run is written does not change its results
+ * assert.ok(!("log_root" in a));
+ * ```
  */
 export function resultSettings(cfg: SurgeonConfig): Record<string, unknown> {
   const skip = new Set([
@@ -968,10 +1062,13 @@ export function resultSettings(cfg: SurgeonConfig): Record<string, unknown> {
  * The options of the pruner's multi-shot schedule (`runSchedule`) for a set of settings: the
  * one place where flags become curvature, pruning and schedule options.
  * @param cfg validated settings
- * @example
+ * @example Usage
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseFlags, scheduleOptions } from "./cli_flags.ts";
  * const opts = scheduleOptions(parseFlags(["--structures", "2:4", "--use_iad"]));
- * opts.structure; // { n: 2, m: 4 }
+ * assert.deepEqual(opts.structure, { n: 2, m: 4 });
+ * assert.equal(opts.useIad, true);
  * ```
  */
 export function scheduleOptions(cfg: SurgeonConfig): {
@@ -1036,10 +1133,14 @@ export function scheduleOptions(cfg: SurgeonConfig): {
  * preset's value for that flag (lists included), everything else keeps the preset.
  * @param preset the script's flags
  * @param user the flags given on the command line
- * @example
+ * @example Usage
  * ```ts
- * mergeArgs(["--structures", "row", "column", "--shots", "40"], ["--structures", "element"]);
- * // ["--shots=40", "--structures", "element"]
+ * import assert from "node:assert/strict";
+ * import { mergeArgs } from "./cli_flags.ts";
+ * assert.deepEqual(
+ *   mergeArgs(["--structures", "row", "column", "--shots", "40"], ["--structures", "element"]),
+ *   ["--shots=40", "--structures", "element"],
+ * );
  * ```
  */
 export function mergeArgs(preset: readonly string[], user: readonly string[]): string[] {
