@@ -215,7 +215,12 @@ export async function generateText(
   if (!lm.tokenizer) {
     throw new Error("generate: the model has no tokenizer; use generateIds with token ids");
   }
-  const ids = lm.tokenizer.encode(prompt);
+  const tok = lm.tokenizer;
+  const ids = tok.encode(prompt);
   const out = await generateIds(lm, ids, opts);
-  return lm.tokenizer.decode(out);
+  // Decode the continuation in the context of the prompt: decoding the new ids alone drops the
+  // leading space of a SentencePiece "▁word" piece ("a little" + "girl" instead of " girl").
+  const head = tok.decode(ids);
+  const full = tok.decode([...ids, ...out]);
+  return full.startsWith(head) ? full.slice(head.length) : tok.decode(out);
 }
