@@ -128,6 +128,15 @@ export class CurvatureError extends Error {
  * const curv = await estimateCurvature(model, seqs, { kind: "kfac", useIad: true });
  * disposeCurvature(curv);
  * ```
+ *
+ * @example Identity entries hold no tensors
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type Curvature, disposeCurvature } from "@llm-surgeon/toolkit";
+ * const curv: Curvature = new Map([["fc1", { G: [], A: [], D: null }]]);
+ * disposeCurvature(curv);
+ * assert.equal(curv.size, 0); // the map is emptied
+ * ```
  */
 export function disposeCurvature(c: Curvature | null | undefined): void {
   if (!c) return;

@@ -147,6 +147,26 @@ export function sampleDocumentWindows(
  * const train = await loadSplit("wikitext2", "valid", { dataDir: "../shared/data" });
  * const calib = calibrationWindows(train, model.tokenizer!, { nsamples: 8, seqlen: 512, seed: 100 });
  * ```
+ *
+ * @example With a stand-in tokenizer
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { calibrationWindows, type TextTokenizer } from "@llm-surgeon/toolkit";
+ * // One token per UTF-8 byte.
+ * const bytes: TextTokenizer = {
+ *   encode: (text) => Int32Array.from(new TextEncoder().encode(text)),
+ *   decode: (ids) => new TextDecoder().decode(Uint8Array.from(ids)),
+ *   bosId: null,
+ *   eosId: null,
+ *   vocabSize: 256,
+ *   chatTemplate: null,
+ * };
+ * const rows = ["the quick brown fox", "jumps over the lazy dog"];
+ * const data = { dataset: "ptb" as const, split: "train" as const, source: "(inline)", rows };
+ * const windows = calibrationWindows(data, bytes, { nsamples: 3, seqlen: 8, seed: 100 });
+ * assert.equal(windows.length, 3);
+ * for (const w of windows) assert.ok(rows.join(" ").includes(bytes.decode(w)));
+ * ```
  */
 export function calibrationWindows(
   data: TextSplit,

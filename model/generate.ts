@@ -206,6 +206,34 @@ export async function generateIds(
  * ```ts ignore
  * const text = await generateText(model, "Once upon a time", { maxTokens: 20 });
  * ```
+ *
+ * @example With a stand-in model
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { generateText, type GenerationModel, type TextTokenizer } from "@llm-surgeon/toolkit";
+ * // One token per UTF-8 byte.
+ * const bytes: TextTokenizer = {
+ *   encode: (text) => Int32Array.from(new TextEncoder().encode(text)),
+ *   decode: (ids) => new TextDecoder().decode(Uint8Array.from(ids)),
+ *   bosId: null,
+ *   eosId: null,
+ *   vocabSize: 256,
+ *   chatTemplate: null,
+ * };
+ * // A model that always continues with "!" (byte 33).
+ * const shout: GenerationModel = {
+ *   tokenizer: bytes,
+ *   maxSeqLen: 64,
+ *   config: { eosTokenId: null },
+ *   newKvCache: () => [],
+ *   lastLogits: () => {
+ *     const logits = new Float32Array(256);
+ *     logits[33] = 1;
+ *     return Promise.resolve(logits);
+ *   },
+ * };
+ * assert.equal(await generateText(shout, "Hello", { maxTokens: 3 }), "!!!");
+ * ```
  */
 export async function generateText(
   lm: GenerationModel,

@@ -281,6 +281,15 @@ export type MethodPreset = Partial<ScheduleOptions> & Pick<ScheduleOptions, "kin
  * ```ts ignore
  * const opts = { ...methodPresets["surgeon-structured"], sparsity: 0.3, shots: 40, seed: 100 };
  * ```
+ *
+ * @example What the presets say
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { methodPresets } from "@llm-surgeon/toolkit";
+ * assert.equal(methodPresets["magnitude"].kind, "identity"); // magnitude = OBD with identity curvature
+ * assert.equal(methodPresets["surgeon-structured"].shots, 40);
+ * assert.equal(methodPresets["surgeon-structured"].obd, false); // OBS: weights are updated
+ * ```
  */
 export const methodPresets: Readonly<Record<MethodName, MethodPreset>> = {
   "magnitude": { kind: "identity", obd: true, useIad: true, shots: 1 },
