@@ -7,7 +7,18 @@
  */
 import type { Tensor } from "../kernels/tensor.ts";
 
-/** Kinds of prunable linear modules (ALGORITHM.md §1.1). */
+/**
+ * Kinds of prunable linear modules (ALGORITHM.md §1.1).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import type { ModuleKind } from "@llm-surgeon/toolkit";
+ * const optMlp: ModuleKind[] = ["fc1", "fc2"];
+ * const llamaMlp: ModuleKind[] = ["gate_proj", "up_proj", "down_proj"];
+ * assert.equal(optMlp.length + llamaMlp.length, 5)
+ * ```
+ */
 export type ModuleKind =
   | "q_proj"
   | "k_proj"
@@ -20,7 +31,21 @@ export type ModuleKind =
   | "up_proj"
   | "down_proj";
 
-/** A low-rank adapter `y += B·(A·x)` attached to a linear module (ALGORITHM.md §9). */
+/**
+ * A low-rank adapter `y += B·(A·x)` attached to a linear module (ALGORITHM.md §9).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { type LoraAdapter, Tensor } from "@llm-surgeon/toolkit";
+ * const lin = model.linears()[0];
+ * // rank 8; B starts at zero, so the adapter changes nothing until it is trained
+ * const adapter: LoraAdapter = {
+ *   A: await Tensor.from(new Float32Array(8 * lin.inFeatures).map(() => 0.01 * Math.random()), [8, lin.inFeatures]),
+ *   B: await Tensor.zeros([lin.outFeatures, 8]),
+ * };
+ * lin.adapter = adapter;
+ * ```
+ */
 export interface LoraAdapter {
   /** `[r, inFeatures]`. */
   A: Tensor;
@@ -31,6 +56,16 @@ export interface LoraAdapter {
 /**
  * One prunable linear layer `y = W·x + b` of a decoder block. Its tensors live on the GPU and
  * are modified in place by pruning.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { countZeros, loadModel } from "@llm-surgeon/toolkit";
+ * const model = await loadModel("facebook/opt-125m");
+ * for (const lin of model.linears()) {
+ *   const zeros = await countZeros(lin.weight).item();
+ *   console.log(lin.name, lin.kind, `[${lin.outFeatures}, ${lin.inFeatures}]`, zeros);
+ * }
+ * ```
  */
 export interface PrunableLinear {
   /** Hugging Face parameter prefix, e.g. `model.decoder.layers.3.self_attn.q_proj`. */
@@ -60,6 +95,19 @@ export interface PrunableLinear {
  * (C = C₀ + 1), `g` is `[T, R]`, the gradient of the loss w.r.t. the layer output (null in a
  * forward-only pass). Both are valid only during the call: copy what you need (e.g. accumulate
  * `aᵀa` with a GEMM) before returning.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { matmul, type TapHandler, Tensor } from "@llm-surgeon/toolkit";
+ * // Accumulate Σ aᵀa per module over the calibration sequences (the Activations curvature).
+ * const acc = new Map<string, Tensor>();
+ * const onTap: TapHandler = (lin, a) => {
+ *   const prev = acc.get(lin.name);
+ *   if (prev) matmul(a, a, { transA: true, beta: 1, out: prev });
+ *   else acc.set(lin.name, matmul(a, a, { transA: true }));
+ * };
+ * for (const seq of calib) await model.calibrate(seq, onTap, { forwardOnly: true });
+ * ```
  */
 export type TapHandler = (
   lin: PrunableLinear,
@@ -67,7 +115,17 @@ export type TapHandler = (
   g: Tensor | null,
 ) => void | Promise<void>;
 
-/** Options of {@link CausalLM.calibrate}. */
+/**
+ * Options of {@link CausalLM.calibrate}.
+ *
+ * @example Usage
+ * ```ts
+ * import type { CalibrationOptions } from "@llm-surgeon/toolkit";
+ * // One label sampled from the model per position (the true Fisher), reproducibly.
+ * const opts: CalibrationOptions = { fisherSamples: 1, seed: 100 };
+ * console.log(opts.fisherSamples); // 1
+ * ```
+ */
 export interface CalibrationOptions {
   /** 0 = empirical Fisher (real next tokens); S > 0 = S labels sampled from the model per position. */
   fisherSamples?: number;
@@ -81,7 +139,25 @@ export interface CalibrationOptions {
   forwardOnly?: boolean;
 }
 
-/** A tokenizer that behaves exactly like the Hugging Face one of the model. */
+/**
+ * A tokenizer that behaves exactly like the Hugging Face one of the model.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import type { TextTokenizer } from "@llm-surgeon/toolkit";
+ * // A stand-in with one token per UTF-8 byte, e.g. for tests of the data pipeline.
+ * const bytes: TextTokenizer = {
+ *   encode: (text) => Int32Array.from(new TextEncoder().encode(text)),
+ *   decode: (ids) => new TextDecoder().decode(Uint8Array.from(ids)),
+ *   bosId: null,
+ *   eosId: null,
+ *   vocabSize: 256,
+ *   chatTemplate: null,
+ * };
+ * assert.equal(bytes.decode(bytes.encode("héllo")), "héllo");
+ * ```
+ */
 export interface TextTokenizer {
   /** Token ids of `text`, with the special tokens HF adds (OPT: `</s>` first; Llama: `<s>`). */
   encode(text: string, opts?: { addSpecialTokens?: boolean }): Int32Array;
@@ -97,7 +173,18 @@ export interface TextTokenizer {
   readonly chatTemplate: string | null;
 }
 
-/** OPT configuration, normalised from config.json. */
+/**
+ * OPT configuration, normalised from config.json.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type OptConfig, parseConfig } from "@llm-surgeon/toolkit";
+ * const cfg = parseConfig({ model_type: "opt", hidden_size: 64, num_attention_heads: 4 }) as OptConfig;
+ * assert.equal(cfg.ffnDim, 3072); // transformers' OPTConfig default
+ * assert.equal(cfg.activation, "relu");
+ * ```
+ */
 export interface OptConfig {
   /** Always "opt". */
   modelType: "opt";
@@ -137,7 +224,19 @@ export interface OptConfig {
   raw: Record<string, unknown>;
 }
 
-/** RoPE scaling variants. */
+/**
+ * RoPE scaling variants.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type RopeScaling, ropeInvFreq } from "@llm-surgeon/toolkit";
+ * const linear: RopeScaling = { type: "linear", factor: 2 };
+ * const plain = ropeInvFreq(8, 10000, null);
+ * const stretched = ropeInvFreq(8, 10000, linear);
+ * assert.equal(stretched[1], Math.fround(plain[1] / 2)); // every frequency halved
+ * ```
+ */
 export type RopeScaling =
   | null
   | { type: "linear"; factor: number }
@@ -154,7 +253,23 @@ export type RopeScaling =
     originalMaxPositions: number;
   };
 
-/** Llama (and Mistral-style) configuration, normalised from config.json. */
+/**
+ * Llama (and Mistral-style) configuration, normalised from config.json.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type LlamaConfig, parseConfig } from "@llm-surgeon/toolkit";
+ * const cfg = parseConfig({
+ *   model_type: "llama",
+ *   hidden_size: 64,
+ *   num_attention_heads: 4,
+ *   num_key_value_heads: 2,
+ * }) as LlamaConfig;
+ * assert.equal(cfg.headDim, 16); // hidden_size / num_attention_heads
+ * assert.equal(cfg.numKvHeads, 2); // grouped-query attention
+ * ```
+ */
 export interface LlamaConfig {
   /** "llama", or "mistral" for Llama with a sliding window. */
   modelType: "llama" | "mistral";
@@ -200,10 +315,42 @@ export interface LlamaConfig {
   raw: Record<string, unknown>;
 }
 
-/** Any supported configuration. */
+/**
+ * Any supported configuration.
+ *
+ * @example Usage
+ * ```ts
+ * import { type ModelConfig, parseConfig } from "@llm-surgeon/toolkit";
+ * const cfg: ModelConfig = parseConfig({ model_type: "opt", hidden_size: 64, num_attention_heads: 4 });
+ * // The modelType field tells the two apart.
+ * const mlpWidth = cfg.modelType === "opt" ? cfg.ffnDim : cfg.intermediateSize;
+ * console.log(mlpWidth); // 3072
+ * ```
+ */
 export type ModelConfig = OptConfig | LlamaConfig;
 
-/** Read access to a checkpoint's tensors (safetensors, possibly sharded), converted to f32. */
+/**
+ * Read access to a checkpoint's tensors (safetensors, possibly sharded), converted to f32.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import type { WeightSource } from "@llm-surgeon/toolkit";
+ * // An in-memory source, e.g. for building a tiny model in a test.
+ * const tensors = new Map([["lm_head.weight", { shape: [2, 3], data: new Float32Array(6) }]]);
+ * const source: WeightSource = {
+ *   names: () => [...tensors.keys()],
+ *   has: (name) => tensors.has(name),
+ *   shape: (name) => {
+ *     const t = tensors.get(name);
+ *     if (!t) throw new Error(`no tensor ${name}`);
+ *     return t.shape;
+ *   },
+ *   read: (name) => Promise.resolve(tensors.get(name)!.data),
+ * };
+ * assert.deepEqual(source.shape("lm_head.weight"), [2, 3]);
+ * ```
+ */
 export interface WeightSource {
   /** All tensor names. */
   names(): string[];
@@ -215,7 +362,17 @@ export interface WeightSource {
   read(name: string): Promise<Float32Array>;
 }
 
-/** Options of {@link CausalLM.generate}. */
+/**
+ * Options of {@link CausalLM.generate}.
+ *
+ * @example Usage
+ * ```ts
+ * import type { GenerateOptions } from "@llm-surgeon/toolkit";
+ * // 40 tokens of nucleus sampling, reproducible through the seed.
+ * const opts: GenerateOptions = { maxTokens: 40, temperature: 0.7, topP: 0.9, seed: 1 };
+ * console.log(opts.maxTokens); // 40
+ * ```
+ */
 export interface GenerateOptions {
   /** New tokens to generate. */
   maxTokens?: number;
@@ -227,7 +384,20 @@ export interface GenerateOptions {
   seed?: number;
 }
 
-/** A causal language model on the GPU (OPT or Llama family). */
+/**
+ * A causal language model on the GPU (OPT or Llama family).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { type CausalLM, loadModel } from "@llm-surgeon/toolkit";
+ * const model: CausalLM = await loadModel("facebook/opt-125m");
+ * const ids = model.tokenizer!.encode("The capital of France is");
+ * console.log(Math.exp(await model.nll(ids))); // perplexity of this one window
+ * console.log(await model.generate("The capital of France is", { maxTokens: 8 }));
+ * await model.save("out/opt-125m-copy");
+ * model.dispose();
+ * ```
+ */
 export interface CausalLM {
   /** Architecture family. */
   readonly family: "opt" | "llama";
