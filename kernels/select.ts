@@ -12,8 +12,10 @@ import { GpuError, grid, packParams, type Runtime } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 
 const WG = 256;
+// Order-preserving map of f32 to u32; −0 maps like +0 (they are equal numbers).
 const KEY_FN = `fn key(x: f32) -> u32 {
-  let b = bitcast<u32>(x);
+  var b = bitcast<u32>(x);
+  if (b == 0x80000000u) { b = 0u; }
   return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }`;
 
@@ -28,10 +30,20 @@ function keyToFloat(k: number): number {
   return new Float32Array(new Uint32Array([bits]).buffer)[0];
 }
 
+/** An order statistic with the counts a threshold needs. */
+export interface KthSmallest {
+  /** The k-th smallest value (−0 is reported as 0). */
+  value: number;
+  /** How many elements are strictly smaller than `value`. */
+  below: number;
+  /** How many elements are ≤ `value` (so ties at `value` are `atOrBelow − below`). */
+  atOrBelow: number;
+}
+
 /**
  * Exact k-th smallest value (0-based) over all elements of `ts` taken together. Four histogram
  * passes of 8 bits each plus a one-invocation scan per pass, all recorded in one submission; the
- * only wait is the final 8-byte read-back.
+ * only wait is the final 16-byte read-back. −0 and +0 count as equal.
  *
  * @param ts f32 tensors (any shapes; each may exceed one storage binding)
  * @param k 0 ≤ k < total number of elements
@@ -41,6 +53,22 @@ function keyToFloat(k: number): number {
  * ```
  */
 export async function kthSmallestOf(ts: Tensor[], k: number): Promise<number> {
+  return (await kthSmallestCounts(ts, k)).value;
+}
+
+/**
+ * {@link kthSmallestOf} with the number of elements below and at-or-below the value, which a
+ * global threshold needs to know how many units it removes (ties included). Same single
+ * submission and read-back.
+ *
+ * @param ts f32 tensors (any shapes; each may exceed one storage binding)
+ * @param k 0 ≤ k < total number of elements
+ * @example Usage
+ * ```ts ignore
+ * const { value: tau, atOrBelow } = await kthSmallestCounts([costsA, costsB], k);
+ * ```
+ */
+export async function kthSmallestCounts(ts: Tensor[], k: number): Promise<KthSmallest> {
   if (ts.length === 0) throw new GpuError("kthSmallest", "no tensors given");
   const total = ts.reduce((s, t) => s + t.size, 0);
   if (!Number.isInteger(k) || k < 0 || k >= total) {
@@ -53,8 +81,9 @@ export async function kthSmallestOf(ts: Tensor[], k: number): Promise<number> {
     if (t.dtype !== "f32") throw new GpuError("kthSmallest", `${t} must be f32`);
   }
   const rt = ts[0].rt;
-  // state: [prefix, remaining k]; hist: 4 passes × 256 bins (fresh buffers are zero).
-  const state = Tensor.fromSync(rt, new Uint32Array([0, k]), [2], "u32", "kth_state");
+  // state: [prefix, remaining k, count in the chosen bin, 0]; hist: 4 passes × 256 bins (fresh
+  // buffers are zero).
+  const state = Tensor.fromSync(rt, new Uint32Array([0, k, 0, 0]), [4], "u32", "kth_state");
   const hist = Tensor.emptySync(rt, [4 * 256], "u32", "kth_hist");
   const histK = rt.kernel(
     "kth_hist",
@@ -102,6 +131,7 @@ fn main() {
   }
   state[0] = state[0] | (b << p.shift);
   state[1] = rem;
+  state[2] = hist[p.pass_ * 256u + b];
 }`,
   );
   const lim = limitElems(rt);
@@ -123,7 +153,10 @@ fn main() {
   const st = await state.readU32();
   state.dispose();
   hist.dispose();
-  return keyToFloat(st[0]);
+  // After the last pass the chosen bin holds exactly the elements equal to the value, and `rem`
+  // of them come before rank k.
+  const below = k - st[1];
+  return { value: keyToFloat(st[0]), below, atOrBelow: below + st[2] };
 }
 
 /**

@@ -7,14 +7,8 @@
  */
 import { Tensor } from "../kernels/tensor.ts";
 import type { CausalLM } from "../model/types.ts";
-import {
-  kthSmallestAll,
-  nmGroupCosts,
-  nmMask,
-  nonZeroCounts,
-  readAll,
-  rowColMap,
-} from "../curvature/_ops.ts";
+import { kthSmallestCounts } from "../kernels/select.ts";
+import { nmGroupCosts, nmMask, nonZeroCounts, readAll, rowColMap } from "../curvature/_ops.ts";
 import type { Curvature } from "../curvature/types.ts";
 import { elementCosts, rowColCosts } from "./costs.ts";
 import { disposePrepared, prepareModules } from "./prepare.ts";
@@ -276,7 +270,7 @@ export async function pruneShot(
         k = Math.min(Math.floor(target * structure.m / structure.n * B + 1e-9), B);
       }
       if (k > 0) {
-        const sel = await kthSmallestAll(units.filter((u) => u.size > 0), k - 1);
+        const sel = await kthSmallestCounts(units.filter((u) => u.size > 0), k - 1);
         threshold = sel.value;
         removedUnits = sel.atOrBelow;
       }

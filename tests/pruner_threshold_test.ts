@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Tensor } from "../kernels/tensor.ts";
-import { kthSmallestAll } from "../curvature/_ops.ts";
+import { kthSmallestCounts } from "../kernels/select.ts";
 import { TapReplayModel } from "../curvature/_toy.ts";
 import { estimateCurvature } from "../curvature/estimate.ts";
 import {
@@ -24,7 +24,7 @@ async function zerosOf(model: TapReplayModel): Promise<boolean[]> {
   return Array.from(await model.linears()[0].weight.read(), (x) => x === 0);
 }
 
-Deno.test("kthSmallestAll() is an exact order statistic over several tensors, with ties, negatives and ±0", async () => {
+Deno.test("kthSmallestCounts() is an exact order statistic over several tensors, with ties, negatives and ±0", async () => {
   const rng = new Rng(4);
   const parts = [
     Array.from({ length: 1000 }, () => Math.round(rng.normal() * 20) / 4),
@@ -34,7 +34,7 @@ Deno.test("kthSmallestAll() is an exact order statistic over several tensors, wi
   const all = parts.flat().map((x) => Math.fround(x)).sort((a, b) => a - b);
   const ts = await Promise.all(parts.map((p) => Tensor.from(Float32Array.from(p))));
   for (const k of [0, 1, 17, 500, 503, 504, 1006, all.length - 1]) {
-    const r = await kthSmallestAll(ts, k);
+    const r = await kthSmallestCounts(ts, k);
     assert.equal(r.value, all[k] === 0 ? 0 : all[k], `k=${k}`);
     assert.equal(r.below, all.filter((x) => x < all[k]).length, `below, k=${k}`);
     assert.equal(r.atOrBelow, all.filter((x) => x <= all[k]).length, `at or below, k=${k}`);
