@@ -96,8 +96,19 @@ export interface AdapterFacts {
   description: string;
   /** Vendor string as reported by the adapter. */
   vendor: string;
-  /** True for CPU/software adapters such as Mesa's lavapipe. */
+  /**
+   * True for CPU/software adapters such as Mesa's lavapipe: kernels pick their CPU tunings
+   * (large register blocks, no workgroup memory). The environment variable
+   * `LLM_SURGEON_TUNING=gpu` (or `software`) overrides it, so the GPU tunings can be tested on a
+   * software adapter.
+   */
   isSoftware: boolean;
+  /**
+   * True when the adapter silently ends every loop of a shader invocation after 65,535 loop
+   * iterations in total (Mesa's llvmpipe; docs/CONTRIBUTING.md). Kernels split their work so no
+   * invocation comes near it. Unaffected by `LLM_SURGEON_TUNING`.
+   */
+  loopLimited: boolean;
   /** Whether `shader-f16` was enabled on the device. */
   f16: boolean;
 }
@@ -459,14 +470,29 @@ async function createRuntime(): Promise<Runtime> {
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures: features });
   const info = adapter.info;
   const description = info.description || info.device || "unknown adapter";
-  const isSoftware = Boolean(info.isFallbackAdapter) ||
+  const software = Boolean(info.isFallbackAdapter) ||
     /llvmpipe|lavapipe|swiftshader/i.test(description);
   return new Runtime(device, {
     description,
     vendor: info.vendor,
-    isSoftware,
+    isSoftware: tuningOverride() ?? software,
+    loopLimited: /llvmpipe|lavapipe/i.test(description),
     f16: features.includes("shader-f16"),
   });
+}
+
+/** `LLM_SURGEON_TUNING` as a software flag: true for `software`, false for `gpu`, else null. */
+function tuningOverride(): boolean | null {
+  let v: string | undefined;
+  try {
+    v = Deno.env.get("LLM_SURGEON_TUNING");
+  } catch {
+    return null; // no --allow-env: the adapter decides
+  }
+  if (v === undefined || v === "") return null;
+  if (v === "gpu") return false;
+  if (v === "software") return true;
+  throw new GpuError("device", `LLM_SURGEON_TUNING must be "gpu" or "software", got "${v}"`);
 }
 
 /**

@@ -631,7 +631,7 @@ function run(
       nc = nc >= tileN ? Math.floor(nc / tileN) * tileN : Math.max(4, Math.floor(nc / 4) * 4);
     }
   }
-  if (rt.adapter.isSoftware) kc = Math.min(kc, loopSafeK(cfg));
+  if (rt.adapter.loopLimited) kc = Math.min(kc, loopSafeK(cfg));
   if (kc < K) kc = Math.max(4, Math.floor(kc / 4) * 4);
   const sym = flags.sym && whole;
   // K chunks: [k0, length, kernel, tile]. The vec4 kernel walks K in steps of 4 only; a K that

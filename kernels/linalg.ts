@@ -469,8 +469,10 @@ function batchedSolveLoops(n: number, k: number, wg: number, refine: number): nu
  * Cholesky alone is ≈ n²/2 for any workgroup of at least n, so n ≲ 300 at most.
  */
 function batchedWgSize(rt: Runtime, n: number, k: number, refine: number): number | null {
-  if (!rt.adapter.isSoftware) return wgSize(rt);
-  for (const wg of [8, 64, 256]) if (batchedSolveLoops(n, k, wg, refine) < 50000) return wg;
+  if (!rt.adapter.loopLimited) return wgSize(rt);
+  for (const wg of [wgSize(rt), 64, 256]) {
+    if (batchedSolveLoops(n, k, wg, refine) < 50000) return wg;
+  }
   return null;
 }
 
