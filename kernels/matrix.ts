@@ -7,11 +7,17 @@
  * it works on the raw 4-byte words, so it serves f32, u32 and i32 tensors alike, and it splits
  * tensors larger than one storage binding (e.g. an OPT embedding looked up by token ids) into
  * row chunks. Indices are `u32` tensors; an index outside the matrix is skipped (the output
- * element keeps its previous value, zero for a new tensor).
+ * element keeps its previous value, zero for a new tensor). Diagonal access ({@link diag},
+ * {@link addDiag}, {@link eye}) shares a second generator.
+ *
+ * Tensors larger than one storage binding (`maxStorageBufferBindingSize`, 128 MiB on software
+ * adapters) work in every function: a tensor that fits is bound whole (one dispatch), a larger
+ * one in aligned windows (row chunks; diagonal runs; transpose blocks that fit on both sides).
+ * Only gathers and scatters refuse a single row larger than one binding, naming the tensor.
  *
  * @module
  */
-import { GpuError, grid, packParams, type Runtime } from "./device.ts";
+import { type BufferRange, f32, GpuError, grid, packParams, type Runtime } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 
 const WG = 256;
@@ -29,18 +35,45 @@ function f32Bits(x: number): number {
   return new Uint32Array(new Float32Array([x]).buffer)[0];
 }
 
-/** Rows per chunk so that `rows·ld` words fit one binding. */
-function chunkRows(rt: Runtime, ld: number): number {
-  const lim = Math.floor(rt.maxBinding / 4) - rt.offsetAlign / 4;
-  return Math.max(1, Math.floor(lim / Math.max(ld, 1)));
+/**
+ * Words one binding window may span: the binding limit less the slack that aligning a window's
+ * start down to the storage offset alignment can add.
+ */
+function windowLimit(rt: Runtime): number {
+  return Math.floor(rt.maxBinding / 4) - rt.offsetAlign / 4;
 }
 
+/** Whether all of `t` fits one binding (then it is bound whole, as one dispatch). */
+function fitsBinding(t: Tensor): boolean {
+  return t.size * 4 <= t.rt.maxBinding;
+}
+
+/**
+ * Rows per chunk so that `rows·ld` words fit one binding window; a single row that does not fit
+ * is refused with an error naming `t`.
+ */
+function chunkRows(rt: Runtime, ld: number, t: Tensor, what: string): number {
+  const lim = windowLimit(rt);
+  if (ld > lim) {
+    throw new GpuError(
+      what,
+      `a row of ${t} (${ld} elements, ${ld * 4} bytes) is larger than one storage binding ` +
+        `(${rt.maxBinding} bytes)`,
+    );
+  }
+  return Math.floor(lim / Math.max(ld, 1));
+}
+
+/**
+ * A binding for the elements `[start, start + count)` of `t`: the window starts at the aligned
+ * element at or below `start`; `off` is `start` relative to the window.
+ */
 function window(
   rt: Runtime,
   t: Tensor,
   start: number,
   count: number,
-): { range: ReturnType<Tensor["range"]>; off: number } {
+): { range: BufferRange; off: number } {
   const align = rt.offsetAlign / 4;
   const s0 = Math.floor(start / align) * align;
   const n = Math.max(1, Math.min(start + count, t.size) - s0);
@@ -48,6 +81,8 @@ function window(
 }
 
 interface IndexOp {
+  /** The public function, for error messages. */
+  op: string;
   /** "gather": plain[i, j] = idx[rowMap(i), colMap(j)]; "scatter": the reverse (or a value). */
   mode: "gather" | "scatter";
   /** The tensor addressed by (i, j) directly. Null in scatter-a-value mode. */
@@ -104,7 +139,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: 
 }`;
 }
 
-/** Runs a gather/scatter, chunking both sides by rows to stay within the binding limit. */
+/**
+ * Runs a gather/scatter. Tensors that fit one binding are bound whole (one dispatch); larger ones
+ * are cut into row chunks. Without row indices, iteration row `i` is row `i` of the indexed side,
+ * so each chunk pairs with one window of it; with row indices, every chunk of the plain side
+ * visits every chunk of the indexed side.
+ */
 function indexOp(o: IndexOp): void {
   const rt = o.indexed.rt;
   if (o.rows === 0 || o.cols === 0) return;
@@ -116,34 +156,46 @@ function indexOp(o: IndexOp): void {
     `index2d_${o.mode}_${hasPlain ? "t" : "v"}${o.rowIdx ? "r" : ""}${o.colIdx ? "c" : ""}`,
     indexSource(o.mode, hasPlain, o.rowIdx !== null, o.colIdx !== null),
   );
-  const itChunk = hasPlain ? chunkRows(rt, o.cols) : o.rows;
-  const ixChunk = chunkRows(rt, idxLd);
-  for (let i0 = 0; i0 < o.rows; i0 += itChunk) {
-    const ni = Math.min(itChunk, o.rows - i0);
+  const plainChunk = !hasPlain || fitsBinding(o.plain!)
+    ? o.rows
+    : chunkRows(rt, o.cols, o.plain!, o.op);
+  const idxChunk = fitsBinding(o.indexed) ? idxRows : chunkRows(rt, idxLd, o.indexed, o.op);
+  const record = (i0: number, ni: number, x0: number, nx: number) => {
     const pw = hasPlain ? window(rt, o.plain!, i0 * o.cols, ni * o.cols) : null;
-    for (let x0 = 0; x0 < idxRows; x0 += ixChunk) {
-      const nx = Math.min(ixChunk, idxRows - x0);
-      const xw = window(rt, o.indexed, x0 * idxLd, nx * idxLd);
-      const bindings = [];
-      if (pw) bindings.push(pw.range);
-      bindings.push(xw.range);
-      if (o.rowIdx) bindings.push(o.rowIdx.range());
-      if (o.colIdx) bindings.push(o.colIdx.range());
-      const params = packParams(
-        ni,
-        o.cols,
-        i0,
-        pw ? pw.off : 0,
-        o.cols,
-        x0,
-        nx,
-        xw.off,
-        idxLd,
-        idxCols,
-        f32Bits(o.value ?? 0),
-        0,
-      );
-      rt.dispatch(kernel, bindings, params, grid(Math.ceil((ni * o.cols) / WG)));
+    const xw = window(rt, o.indexed, x0 * idxLd, nx * idxLd);
+    const bindings = [];
+    if (pw) bindings.push(pw.range);
+    bindings.push(xw.range);
+    if (o.rowIdx) bindings.push(o.rowIdx.range());
+    if (o.colIdx) bindings.push(o.colIdx.range());
+    const params = packParams(
+      ni,
+      o.cols,
+      i0,
+      pw ? pw.off : 0,
+      o.cols,
+      x0,
+      nx,
+      xw.off,
+      idxLd,
+      idxCols,
+      f32Bits(o.value ?? 0),
+      0,
+    );
+    rt.dispatch(kernel, bindings, params, grid(Math.ceil((ni * o.cols) / WG)));
+  };
+  if (!o.rowIdx) {
+    const step = Math.min(plainChunk, idxChunk);
+    for (let i0 = 0; i0 < Math.min(o.rows, idxRows); i0 += step) {
+      const ni = Math.min(step, o.rows - i0);
+      record(i0, ni, i0, Math.min(ni, idxRows - i0));
+    }
+    return;
+  }
+  for (let i0 = 0; i0 < o.rows; i0 += plainChunk) {
+    const ni = Math.min(plainChunk, o.rows - i0);
+    for (let x0 = 0; x0 < idxRows; x0 += idxChunk) {
+      record(i0, ni, x0, Math.min(idxChunk, idxRows - x0));
     }
   }
 }
@@ -165,6 +217,7 @@ export function padCols(a: Tensor, cols: number): Tensor {
   if (cols < C) throw new GpuError("padCols", `cannot pad ${a} to ${cols} columns`);
   const out = new Tensor(a.rt, [...a.shape.slice(0, -1), cols], a.dtype, `${a.name}_padded`);
   indexOp({
+    op: "padCols",
     mode: "gather",
     plain: out,
     indexed: a,
@@ -193,6 +246,7 @@ export function unpadCols(src: Tensor, out: Tensor): Tensor {
     throw new GpuError("unpadCols", `cannot copy ${src} into ${out}`);
   }
   indexOp({
+    op: "unpadCols",
     mode: "gather",
     plain: out,
     indexed: src,
@@ -220,6 +274,7 @@ export function gatherRows(a: Tensor, idx: Tensor): Tensor {
   checkIdx(idx, "gatherRows");
   const out = new Tensor(a.rt, [idx.size, C], a.dtype, `${a.name}_rows`);
   indexOp({
+    op: "gatherRows",
     mode: "gather",
     plain: out,
     indexed: a,
@@ -264,6 +319,7 @@ export function submatrix(a: Tensor, rowIdx: Tensor | null, colIdx: Tensor | nul
   const rows = rowIdx ? rowIdx.size : R, cols = colIdx ? colIdx.size : C;
   const out = new Tensor(a.rt, [rows, cols], a.dtype, `${a.name}_sub`);
   indexOp({
+    op: "submatrix",
     mode: "gather",
     plain: out,
     indexed: a,
@@ -302,6 +358,7 @@ export function scatterSubmatrix(
     throw new GpuError("scatterSubmatrix", `source ${src} must have ${rows}×${cols} elements`);
   }
   indexOp({
+    op: "scatterSubmatrix",
     mode: "scatter",
     plain: src,
     indexed: dst,
@@ -328,6 +385,7 @@ export function setRows(a: Tensor, idx: Tensor, value: number): Tensor {
   const [, C] = asMatrix(a, "setRows");
   checkIdx(idx, "setRows");
   indexOp({
+    op: "setRows",
     mode: "scatter",
     plain: null,
     indexed: a,
@@ -355,6 +413,7 @@ export function setCols(a: Tensor, idx: Tensor, value: number): Tensor {
   const [R] = asMatrix(a, "setCols");
   checkIdx(idx, "setCols");
   indexOp({
+    op: "setCols",
     mode: "scatter",
     plain: null,
     indexed: a,
@@ -367,22 +426,69 @@ export function setCols(a: Tensor, idx: Tensor, value: number): Tensor {
   return a;
 }
 
-function simple(rt: Runtime, name: string, decl: string, body: string) {
-  return rt.kernel(
-    name,
-    `${decl}
+/** Transposes the `nb × nr × nc` block whose corners the parameters give (see transposeBlocks). */
+const TRANSPOSE_WGSL = `
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+struct P { n: u32, nr: u32, nc: u32, R: u32, C: u32, srcOff: u32, dstOff: u32, p0: u32 };
+@group(0) @binding(2) var<uniform> p: P;
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
   let i = gid.x + gid.y * nw.x * ${WG}u;
-  ${body}
-}`,
-  );
+  if (i >= p.n) { return; }
+  let per = p.nr * p.nc;
+  let b = i / per;
+  let rem = i - b * per;
+  let r = rem / p.nc;
+  let c = rem - r * p.nc;
+  let mat = b * p.R * p.C;
+  dst[p.dstOff + mat + c * p.R + r] = src[p.srcOff + mat + r * p.C + c];
+}`;
+
+/** Matrices `[b0, b0 + nb)`, rows `[r0, r0 + nr)` and columns `[c0, c0 + nc)` of a transpose. */
+interface TransposeBlock {
+  b0: number;
+  nb: number;
+  r0: number;
+  nr: number;
+  c0: number;
+  nc: number;
+}
+
+/**
+ * Cuts the transpose of `B` matrices `[R, C]` into blocks whose source window
+ * (`(nb−1)·R·C + (nr−1)·C + nc` words) and destination window (`(nb−1)·R·C + (nc−1)·R + nr`
+ * words) each fit one binding: everything at once when the tensor fits, else whole matrices
+ * when one fits, else blocks of whole source rows by as many columns as the destination allows.
+ */
+function transposeBlocks(rt: Runtime, B: number, R: number, C: number, fits: boolean) {
+  const blocks: TransposeBlock[] = [];
+  if (fits) return [{ b0: 0, nb: B, r0: 0, nr: R, c0: 0, nc: C }];
+  const lim = windowLimit(rt), per = R * C;
+  if (per <= lim) {
+    const nb = Math.floor(lim / per);
+    for (let b0 = 0; b0 < B; b0 += nb) {
+      blocks.push({ b0, nb: Math.min(nb, B - b0), r0: 0, nr: R, c0: 0, nc: C });
+    }
+    return blocks;
+  }
+  const nr = Math.max(1, Math.min(R, Math.floor(lim / C)));
+  const nc = Math.max(1, Math.min(C, lim - (nr - 1) * C, Math.floor((lim - nr) / R) + 1));
+  for (let b0 = 0; b0 < B; b0++) {
+    for (let r0 = 0; r0 < R; r0 += nr) {
+      for (let c0 = 0; c0 < C; c0 += nc) {
+        blocks.push({ b0, nb: 1, r0, nr: Math.min(nr, R - r0), c0, nc: Math.min(nc, C - c0) });
+      }
+    }
+  }
+  return blocks;
 }
 
 /**
  * The transpose of a matrix, or of each matrix of a 3-D batch: `[.., R, C]` → `[.., C, R]`.
+ * Works on tensors larger than one storage binding (one dispatch per block that fits).
  *
- * @param a the tensor (2-D or 3-D, any 4-byte dtype, within one binding)
+ * @param a the tensor (2-D or 3-D, any 4-byte dtype)
  * @example Usage
  * ```ts ignore
  * const wt = transpose(w);
@@ -393,30 +499,23 @@ export function transpose(a: Tensor): Tensor {
     throw new GpuError("transpose", `${a} must be 2-D or 3-D`);
   }
   const [R, C] = a.shape.slice(-2);
-  const shape = a.shape.length === 3 ? [a.shape[0], C, R] : [C, R];
+  const B = a.shape.length === 3 ? a.shape[0] : 1;
+  const shape = a.shape.length === 3 ? [B, C, R] : [C, R];
   const out = new Tensor(a.rt, shape, a.dtype, `${a.name}_T`);
   if (a.size === 0) return out;
-  const k = simple(
-    a.rt,
-    "transpose",
-    `@group(0) @binding(0) var<storage, read> src: array<u32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
-struct P { n: u32, R: u32, C: u32, p0: u32 };
-@group(0) @binding(2) var<uniform> p: P;`,
-    `if (i >= p.n) { return; }
-  let per = p.R * p.C;
-  let b = i / per;
-  let rem = i - b * per;
-  let r = rem / p.C;
-  let c = rem - r * p.C;
-  dst[b * per + c * p.R + r] = src[i];`,
-  );
-  a.rt.dispatch(
-    k,
-    [a.range(), out.range()],
-    packParams(a.size, R, C, 0),
-    grid(Math.ceil(a.size / WG)),
-  );
+  const rt = a.rt, per = R * C;
+  const k = rt.kernel("transpose_blocks", TRANSPOSE_WGSL);
+  for (const { b0, nb, r0, nr, c0, nc } of transposeBlocks(rt, B, R, C, fitsBinding(a))) {
+    const src = window(rt, a, b0 * per + r0 * C + c0, (nb - 1) * per + (nr - 1) * C + nc);
+    const dst = window(rt, out, b0 * per + c0 * R + r0, (nb - 1) * per + (nc - 1) * R + nr);
+    const n = nb * nr * nc;
+    rt.dispatch(
+      k,
+      [src.range, dst.range],
+      packParams(n, nr, nc, R, C, src.off, dst.off, 0),
+      grid(Math.ceil(n / WG)),
+    );
+  }
   return out;
 }
 
@@ -427,8 +526,73 @@ function square(a: Tensor, what: string): number {
   return a.shape[0];
 }
 
+/** What a diagonal kernel does with entry `i` (at word `i·stride` of the matrix). */
+type DiagonalMode = "get" | "add" | "addVec" | "set";
+
+function diagonalSource(mode: DiagonalMode): string {
+  const decl = [
+    mode === "get"
+      ? "@group(0) @binding(0) var<storage, read> m: array<u32>;"
+      : "@group(0) @binding(0) var<storage, read_write> m: array<f32>;",
+  ];
+  if (mode === "get") decl.push("@group(0) @binding(1) var<storage, read_write> d: array<u32>;");
+  if (mode === "addVec") decl.push("@group(0) @binding(1) var<storage, read> v: array<f32>;");
+  const body = {
+    get: "d[p.i0 + i] = m[k];",
+    add: "m[k] = m[k] + p.value;",
+    addVec: "m[k] = m[k] + v[(p.i0 + i) % p.len];",
+    set: "m[k] = p.value;",
+  }[mode];
+  return `${decl.join("\n")}
+struct P { n: u32, stride: u32, off: u32, i0: u32, len: u32, p0: u32, p1: u32, value: f32 };
+@group(0) @binding(${decl.length}) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = gid.x + gid.y * nw.x * ${WG}u;
+  if (i >= p.n) { return; }
+  let k = p.off + i * p.stride;
+  ${body}
+}`;
+}
+
 /**
- * The diagonal of a square matrix as a vector `[n]`.
+ * Records `mode` on the entries `t[i·stride]`, `i < count` (a diagonal): one dispatch when `t`
+ * fits one binding, else one per window of consecutive entries that fits.
+ */
+function diagonalOp(
+  t: Tensor,
+  count: number,
+  stride: number,
+  mode: DiagonalMode,
+  extra: { out?: Tensor; vec?: Tensor; value?: number } = {},
+): void {
+  if (count === 0) return;
+  const rt = t.rt;
+  const kernel = rt.kernel(`diagonal_${mode}`, diagonalSource(mode));
+  const step = fitsBinding(t) ? count : Math.floor((windowLimit(rt) - 1) / stride) + 1;
+  for (let i0 = 0; i0 < count; i0 += step) {
+    const n = Math.min(step, count - i0);
+    const w = window(rt, t, i0 * stride, (n - 1) * stride + 1);
+    const bindings = [w.range];
+    if (extra.out) bindings.push(extra.out.range());
+    if (extra.vec) bindings.push(extra.vec.range());
+    const params = packParams(
+      n,
+      stride,
+      w.off,
+      i0,
+      extra.vec?.size ?? 1,
+      0,
+      0,
+      f32(extra.value ?? 0),
+    );
+    rt.dispatch(kernel, bindings, params, grid(Math.ceil(n / WG)));
+  }
+}
+
+/**
+ * The diagonal of a square matrix as a vector `[n]` (any 4-byte dtype; works on matrices larger
+ * than one storage binding).
  *
  * @param a `[n, n]`
  * @example Usage
@@ -439,24 +603,14 @@ function square(a: Tensor, what: string): number {
 export function diag(a: Tensor): Tensor {
   const n = square(a, "diag");
   const out = new Tensor(a.rt, [n], a.dtype, `diag(${a.name})`);
-  if (n === 0) return out;
-  const k = simple(
-    a.rt,
-    "diag",
-    `@group(0) @binding(0) var<storage, read> src: array<u32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
-struct P { n: u32, p0: u32, p1: u32, p2: u32 };
-@group(0) @binding(2) var<uniform> p: P;`,
-    `if (i >= p.n) { return; }
-  dst[i] = src[i * p.n + i];`,
-  );
-  a.rt.dispatch(k, [a.range(), out.range()], packParams(n, 0, 0, 0), grid(Math.ceil(n / WG)));
+  diagonalOp(a, n, n + 1, "get", { out });
   return out;
 }
 
 /**
  * Adds `v` to the diagonal of a square f32 matrix in place: a number is added to every diagonal
- * entry, a tensor of `n` values entry by entry (a tensor of 1 value is broadcast).
+ * entry, a tensor of `n` values entry by entry (a tensor of 1 value is broadcast). Works on
+ * matrices larger than one storage binding.
  *
  * @param a `[n, n]` f32, modified
  * @param v the number or vector to add
@@ -468,31 +622,17 @@ struct P { n: u32, p0: u32, p1: u32, p2: u32 };
 export function addDiag(a: Tensor, v: number | Tensor): Tensor {
   const n = square(a, "addDiag");
   if (n === 0) return a;
-  if (typeof v !== "number" && v.size !== n && v.size !== 1) {
+  if (typeof v === "number") {
+    diagonalOp(a, n, n + 1, "add", { value: v });
+    return a;
+  }
+  if (v.size !== n && v.size !== 1) {
     throw new GpuError(
       "addDiag",
       `${v} must have ${n} (or 1) elements to add to the diagonal of ${a}`,
     );
   }
-  const isT = typeof v !== "number";
-  const k = simple(
-    a.rt,
-    isT ? "addDiag_t" : "addDiag_s",
-    `@group(0) @binding(0) var<storage, read_write> m: array<f32>;
-${isT ? "@group(0) @binding(1) var<storage, read> v: array<f32>;" : ""}
-struct P { n: u32, len: u32, s: f32, p2: u32 };
-@group(0) @binding(${isT ? 2 : 1}) var<uniform> p: P;`,
-    `if (i >= p.n) { return; }
-  m[i * p.n + i] = m[i * p.n + i] + ${isT ? "v[i % p.len]" : "p.s"};`,
-  );
-  const bindings = [a.range()];
-  if (isT) bindings.push(v.range());
-  const params = new ArrayBuffer(16);
-  const dv = new DataView(params);
-  dv.setUint32(0, n, true);
-  dv.setUint32(4, isT ? v.size : 1, true);
-  dv.setFloat32(8, isT ? 0 : v, true);
-  a.rt.dispatch(k, bindings, params, grid(Math.ceil(n / WG)));
+  diagonalOp(a, n, n + 1, "addVec", { vec: v });
   return a;
 }
 
@@ -528,18 +668,7 @@ export function eye(x: Runtime | number, n?: number, m?: number): Tensor | Promi
 
 function fillEye(t: Tensor): Tensor {
   const [r, c] = t.shape;
-  const d = Math.min(r, c);
-  if (d === 0) return t;
-  const k = simple(
-    t.rt,
-    "eye",
-    `@group(0) @binding(0) var<storage, read_write> m: array<f32>;
-struct P { d: u32, c: u32, p1: u32, p2: u32 };
-@group(0) @binding(1) var<uniform> p: P;`,
-    `if (i >= p.d) { return; }
-  m[i * p.c + i] = 1.0;`,
-  );
-  t.rt.dispatch(k, [t.range()], packParams(d, c, 0, 0), grid(Math.ceil(d / WG)));
+  diagonalOp(t, Math.min(r, c), c + 1, "set", { value: 1 });
   return t;
 }
 
