@@ -141,7 +141,13 @@ export class Runtime {
   readonly device: GPUDevice;
   /** The adapter facts. */
   readonly adapter: AdapterFacts;
-  /** `maxStorageBufferBindingSize` of the device, in bytes. */
+  /**
+   * The largest storage binding kernels use, in bytes: the device's
+   * `maxStorageBufferBindingSize`, or less when the environment variable
+   * `LLM_SURGEON_MAX_BINDING` (bytes) asks for less. The test task sets 128 MiB, the software
+   * adapter's limit, so the tests of tensors larger than one binding stay the same size on GPUs
+   * whose limit is 2–4 GiB.
+   */
   readonly maxBinding: number;
   /** `minStorageBufferOffsetAlignment` of the device, in bytes. */
   readonly offsetAlign: number;
@@ -164,7 +170,7 @@ export class Runtime {
   constructor(device: GPUDevice, adapter: AdapterFacts) {
     this.device = device;
     this.adapter = adapter;
-    this.maxBinding = device.limits.maxStorageBufferBindingSize;
+    this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, bindingCap());
     this.offsetAlign = device.limits.minStorageBufferOffsetAlignment;
     device.lost.then((info) => {
       this.#lost = new GpuError("device", `GPU device lost (${info.reason}): ${info.message}`);
@@ -479,6 +485,25 @@ async function createRuntime(): Promise<Runtime> {
     loopLimited: /llvmpipe|lavapipe/i.test(description),
     f16: features.includes("shader-f16"),
   });
+}
+
+/** `LLM_SURGEON_MAX_BINDING` in bytes (a positive multiple of 256), or +∞ when unset. */
+function bindingCap(): number {
+  let v: string | undefined;
+  try {
+    v = Deno.env.get("LLM_SURGEON_MAX_BINDING");
+  } catch {
+    return Infinity;
+  }
+  if (v === undefined || v === "") return Infinity;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0 || n % 256 !== 0) {
+    throw new GpuError(
+      "device",
+      `LLM_SURGEON_MAX_BINDING must be a positive multiple of 256 bytes, got "${v}"`,
+    );
+  }
+  return n;
 }
 
 /** `LLM_SURGEON_TUNING` as a software flag: true for `software`, false for `gpu`, else null. */
