@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { GpuError, grid, packParams } from "./device.ts";
+import { type BufferRange, GpuError, grid, packParams, type Runtime } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 import { matmul } from "./gemm.ts";
 import { map } from "./elementwise.ts";
@@ -27,9 +27,89 @@ function matrix(t: Tensor, what: string, name: string): [number, number] {
   return [t.shape[0], t.shape[1]];
 }
 
+const KRON_WGSL = `
+@group(0) @binding(0) var<storage, read> g: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> o: array<f32>;
+struct P { n: u32, b: u32, c: u32, d: u32, row0: u32, gRow0: u32, gOff: u32, aRow0: u32,
+  aOff: u32, oOff: u32, p0: u32, p1: u32 };
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let e = gid.x + gid.y * nw.x * 256u;
+  if (e >= p.n) { return; }
+  let cols = p.b * p.d;
+  let lr = e / cols;
+  let col = e - lr * cols;
+  let row = p.row0 + lr;
+  let gi = p.gOff + (row / p.c - p.gRow0) * p.b + col / p.d;
+  let ai = p.aOff + (row % p.c - p.aRow0) * p.d + col % p.d;
+  o[p.oOff + e] = g[gi] * x[ai];
+}`;
+
+/**
+ * Output rows `[row0, row0 + rows)` of a Kronecker product, with the rows of G (`[gRow0, ..)`)
+ * and of A (`[aRow0, ..)`) they read.
+ */
+interface KronBlock {
+  row0: number;
+  rows: number;
+  gRow0: number;
+  gRows: number;
+  aRow0: number;
+  aRows: number;
+}
+
+/**
+ * Cuts `kron` of `G` `[a, b]` and `A` `[c, d]` into row blocks whose windows fit one binding:
+ * everything at once when all fits; else runs of whole G rows (each `c` output rows, all of A);
+ * else, when the `c` output rows of one G row are too many, runs of A rows within one G row.
+ */
+function kronBlocks(rt: Runtime, dims: number[], fits: boolean, name: string): KronBlock[] {
+  const [a, b, c, d] = dims;
+  if (fits) return [{ row0: 0, rows: a * c, gRow0: 0, gRows: a, aRow0: 0, aRows: c }];
+  const lim = Math.floor(rt.maxBinding / 4) - rt.offsetAlign / 4;
+  const blocks: KronBlock[] = [];
+  if (c * b * d <= lim) {
+    const step = Math.floor(lim / (c * b * d));
+    for (let i0 = 0; i0 < a; i0 += step) {
+      const gRows = Math.min(step, a - i0);
+      blocks.push({ row0: i0 * c, rows: gRows * c, gRow0: i0, gRows, aRow0: 0, aRows: c });
+    }
+    return blocks;
+  }
+  if (b * d > lim) {
+    throw new GpuError(
+      "kron",
+      `a row of ${name} (${b * d} elements, ${b * d * 4} bytes) is larger than one storage ` +
+        `binding (${rt.maxBinding} bytes)`,
+    );
+  }
+  const step = Math.floor(lim / (b * d));
+  for (let i = 0; i < a; i++) {
+    for (let k0 = 0; k0 < c; k0 += step) {
+      const aRows = Math.min(step, c - k0);
+      blocks.push({ row0: i * c + k0, rows: aRows, gRow0: i, gRows: 1, aRow0: k0, aRows });
+    }
+  }
+  return blocks;
+}
+
+/**
+ * A binding for the elements `[start, start + count)` of `t`, starting at the aligned element at
+ * or below `start`; `off` is `start` relative to the binding.
+ */
+function window(t: Tensor, start: number, count: number): { range: BufferRange; off: number } {
+  const align = t.rt.offsetAlign / 4;
+  const s0 = Math.floor(start / align) * align;
+  return { range: t.range(s0, Math.max(1, start + count - s0)), off: start - s0 };
+}
+
 /**
  * The explicit Kronecker product `G ⊗ A`: `[a·c, b·d]` for `G` `[a, b]` and `A` `[c, d]`,
- * `out[i·c + k, j·d + l] = G[i, j]·A[k, l]`. Meant for small factors (tests, toy models).
+ * `out[i·c + k, j·d + l] = G[i, j]·A[k, l]`. Meant for small factors (tests, toy models); an
+ * output (or factor) larger than one storage binding is written in row blocks, and only a
+ * single output row over the limit is refused.
  *
  * @param G `[a, b]`
  * @param A `[c, d]`
@@ -43,31 +123,21 @@ export function kron(G: Tensor, A: Tensor): Tensor {
   const [c, d] = matrix(A, "kron", "A");
   const rt = G.rt;
   const out = new Tensor(rt, [a * c, b * d], "f32", `kron(${G.name}, ${A.name})`);
-  const n = out.size;
-  if (n === 0) return out;
-  const k = rt.kernel(
-    "kron",
-    `@group(0) @binding(0) var<storage, read> g: array<f32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> o: array<f32>;
-struct P { n: u32, b: u32, c: u32, d: u32 };
-@group(0) @binding(3) var<uniform> p: P;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
-  let e = gid.x + gid.y * nw.x * 256u;
-  if (e >= p.n) { return; }
-  let cols = p.b * p.d;
-  let row = e / cols;
-  let col = e % cols;
-  o[e] = g[(row / p.c) * p.b + col / p.d] * x[(row % p.c) * p.d + col % p.d];
-}`,
-  );
-  rt.dispatch(
-    k,
-    [G.range(), A.range(), out.range()],
-    packParams(n, b, c, d),
-    grid(Math.ceil(n / 256)),
-  );
+  if (out.size === 0) return out;
+  const k = rt.kernel("kron_blocks", KRON_WGSL);
+  const fits = [G, A, out].every((t) => t.size * 4 <= rt.maxBinding);
+  for (const blk of kronBlocks(rt, [a, b, c, d], fits, out.name)) {
+    const gw = window(G, blk.gRow0 * b, blk.gRows * b);
+    const aw = window(A, blk.aRow0 * d, blk.aRows * d);
+    const ow = window(out, blk.row0 * b * d, blk.rows * b * d);
+    const n = blk.rows * b * d;
+    rt.dispatch(
+      k,
+      [gw.range, aw.range, ow.range],
+      packParams(n, b, c, d, blk.row0, blk.gRow0, gw.off, blk.aRow0, aw.off, ow.off, 0, 0),
+      grid(Math.ceil(n / 256)),
+    );
+  }
   return out;
 }
 

@@ -200,6 +200,17 @@ function indexOp(o: IndexOp): void {
   }
 }
 
+/** Runs a gather into the new tensor `out`, freeing it when the gather is refused. */
+function gatherInto(out: Tensor, o: Omit<IndexOp, "mode" | "plain">): Tensor {
+  try {
+    indexOp({ ...o, mode: "gather", plain: out });
+  } catch (e) {
+    out.dispose();
+    throw e;
+  }
+  return out;
+}
+
 /**
  * Copies a `[rows, c]` matrix into a new `[rows, cols]` one (`cols ≥ c`), zero-filling the new
  * columns. Leading dimensions are kept (a 3-D tensor pads its last dimension). Used by the GEMM
@@ -216,17 +227,14 @@ export function padCols(a: Tensor, cols: number): Tensor {
   const [R, C] = asMatrix(a, "padCols");
   if (cols < C) throw new GpuError("padCols", `cannot pad ${a} to ${cols} columns`);
   const out = new Tensor(a.rt, [...a.shape.slice(0, -1), cols], a.dtype, `${a.name}_padded`);
-  indexOp({
+  return gatherInto(out, {
     op: "padCols",
-    mode: "gather",
-    plain: out,
     indexed: a,
     rowIdx: null,
     colIdx: null,
     rows: R,
     cols,
   });
-  return out;
 }
 
 /**
@@ -273,17 +281,14 @@ export function gatherRows(a: Tensor, idx: Tensor): Tensor {
   const [, C] = asMatrix(a, "gatherRows");
   checkIdx(idx, "gatherRows");
   const out = new Tensor(a.rt, [idx.size, C], a.dtype, `${a.name}_rows`);
-  indexOp({
+  return gatherInto(out, {
     op: "gatherRows",
-    mode: "gather",
-    plain: out,
     indexed: a,
     rowIdx: idx,
     colIdx: null,
     rows: idx.size,
     cols: C,
   });
-  return out;
 }
 
 /**
@@ -318,17 +323,14 @@ export function submatrix(a: Tensor, rowIdx: Tensor | null, colIdx: Tensor | nul
   checkIdx(colIdx, "submatrix");
   const rows = rowIdx ? rowIdx.size : R, cols = colIdx ? colIdx.size : C;
   const out = new Tensor(a.rt, [rows, cols], a.dtype, `${a.name}_sub`);
-  indexOp({
+  return gatherInto(out, {
     op: "submatrix",
-    mode: "gather",
-    plain: out,
     indexed: a,
     rowIdx,
     colIdx,
     rows,
     cols,
   });
-  return out;
 }
 
 /**

@@ -126,3 +126,117 @@ Deno.test("gatherRows() looks up rows of a matrix larger than one storage bindin
   }
   E.dispose();
 });
+
+/** Deterministic values in [-1, 1), cheap enough for tens of millions of elements. */
+function pattern(n: number, seed: number): Float32Array {
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = (Math.imul(i ^ seed, 2654435761) >>> 0) / 2 ** 31 - 1;
+  return x;
+}
+
+/** Exact element-wise equality with the first difference in the message. */
+function assertSame(got: ArrayLike<number>, want: ArrayLike<number>, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length ${got.length} ≠ ${want.length}`);
+  for (let i = 0; i < want.length; i++) {
+    if (got[i] !== want[i]) assert.fail(`${what}[${i}] = ${got[i]}, expected ${want[i]}`);
+  }
+}
+
+Deno.test("transpose() splits 2-D and 3-D tensors larger than one storage binding", async () => {
+  const rt = await gpu();
+  const lim = rt.maxBinding / 4;
+  // 2-D blocks of rows × columns; whole matrices of a batch; rows of 16.8 M elements.
+  for (const shape of [[5003, 6779], [5, 2600, 2700], [2, lim / 2 + 5]]) {
+    const [R, C] = shape.slice(-2), B = shape.length === 3 ? shape[0] : 1, n = B * R * C;
+    assert.ok(n > lim, `[${shape}] must exceed one binding`);
+    const x = new Uint32Array(n);
+    for (let i = 0; i < n; i++) x[i] = i; // every element distinct: a misplaced one shows
+    const X = await Tensor.from(x, shape, "u32", "big");
+    const T = transpose(X);
+    const got = await T.readU32();
+    const want = new Uint32Array(n);
+    for (let b = 0; b < B; b++) {
+      for (let r = 0; r < R; r++) {
+        for (let c = 0; c < C; c++) want[b * R * C + c * R + r] = b * R * C + r * C + c;
+      }
+    }
+    assertSame(got, want, `transpose [${shape}]`);
+    X.dispose();
+    T.dispose();
+  }
+});
+
+Deno.test("diag(), addDiag(), eye() and identity() work on matrices over one binding", async () => {
+  const rt = await gpu();
+  const n = Math.floor(Math.sqrt(rt.maxBinding / 4)) + 2;
+  const I = await identity(n);
+  assert.ok(I.size * 4 > rt.maxBinding);
+  const v = pattern(n, 7);
+  const V = await Tensor.from(v);
+  addDiag(I, V);
+  addDiag(I, 0.25);
+  const want = Float32Array.from(v, (x) => Math.fround(Math.fround(1 + x) + 0.25));
+  const D = diag(I);
+  assertSame(await D.read(), want, "diag(I + v + 0.25)");
+  const all = await I.read();
+  for (let i = 0; i < all.length; i++) {
+    const r = Math.floor(i / n), c = i % n;
+    if (all[i] !== (r === c ? want[r] : 0)) assert.fail(`I[${r}, ${c}] = ${all[i]}`);
+  }
+  const E = eye(rt, n, n + 5);
+  const e = await E.read();
+  for (let i = 0; i < e.length; i++) {
+    const r = Math.floor(i / (n + 5)), c = i % (n + 5);
+    if (e[i] !== (r === c ? 1 : 0)) assert.fail(`eye[${r}, ${c}] = ${e[i]}`);
+  }
+  for (const t of [I, V, D, E]) t.dispose();
+});
+
+Deno.test("gathers, scatters and padding work on a matrix over one binding", async () => {
+  const rt = await gpu();
+  const R = 1_048_600, C = 33;
+  const x = pattern(R * C, 3);
+  const E = await Tensor.from(x, [R, C], "f32", "embedding");
+  assert.ok(E.size * 4 > rt.maxBinding);
+  const P = padCols(E, 36);
+  const p = await P.read();
+  for (let i = 0; i < p.length; i++) {
+    const r = Math.floor(i / 36), c = i % 36;
+    if (p[i] !== (c < C ? x[r * C + c] : 0)) assert.fail(`padCols[${r}, ${c}] = ${p[i]}`);
+  }
+  const U = unpadCols(P, await Tensor.zeros([R, C]));
+  assertSame(await U.read(), x, "unpadCols(padCols(E))");
+  // Rows next to the split of a 33-column binding (1,016,800 rows), the first and the last.
+  const rows = [R - 1, 0, 1_016_801, 1_016_799, 1_016_800, 524_288], cols = [32, 0, 17];
+  const G = gatherCols(E, await idx(cols));
+  const gWant = new Float32Array(R * cols.length);
+  for (let r = 0; r < R; r++) cols.forEach((c, j) => (gWant[r * cols.length + j] = x[r * C + c]));
+  assertSame(await G.read(), gWant, "gatherCols");
+  const S = submatrix(E, await idx(rows), await idx(cols));
+  assertSame(await S.read(), rows.flatMap((r) => cols.map((c) => x[r * C + c])), "submatrix");
+  // In-place writes, mirrored on the host copy.
+  const src = rows.flatMap((_, i) => cols.map((_, j) => 100 + i * 3 + j));
+  scatterSubmatrix(E, await Tensor.from(f(src), [6, 3]), await idx(rows), await idx(cols));
+  rows.forEach((r, i) => cols.forEach((c, j) => (x[r * C + c] = src[i * 3 + j])));
+  const zeroRows = [R - 2, 1_016_800, 3];
+  setRows(E, await idx(zeroRows), -2);
+  for (const r of zeroRows) x.fill(-2, r * C, r * C + C);
+  setCols(E, await idx([5, 31]), 0.5);
+  for (let r = 0; r < R; r++) x[r * C + 5] = x[r * C + 31] = 0.5;
+  assertSame(await E.read(), x, "scatterSubmatrix + setRows + setCols");
+  for (const t of [E, P, U, G, S]) t.dispose();
+});
+
+Deno.test("gathers refuse a single row larger than one binding, naming the tensor", async () => {
+  const rt = await gpu();
+  const W = await Tensor.zeros([2, rt.maxBinding / 4 + 8], "wide");
+  const ids = await idx([1]);
+  const live = rt.liveBytes;
+  assert.throws(
+    () => gatherRows(W, ids),
+    /gatherRows: a row of Tensor\(wide\S* \[\d+, 33554440\] f32\) .* larger than one storage binding/,
+  );
+  assert.equal(rt.liveBytes, live, "the refused output is freed");
+  W.dispose();
+  ids.dispose();
+});
