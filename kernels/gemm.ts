@@ -6,6 +6,12 @@
  * `[K, M]`, with `transB` B is stored `[N, K]`. A leading batch dimension on A (and optionally B
  * and C) runs `batch` independent products; a 2-D B is shared across the batch.
  *
+ * Operands: A and B may each be f32 or f16 (halves packed in words, see `tensor.ts`); halves are
+ * widened with WGSL's core `unpack2x16float` as they are loaded, so every product and sum is f32
+ * and C (and the bias) stay f32. A linear layer can thus keep its weights (B with `transB`) in
+ * half the memory. The element type of each operand is one more flag of the kernel variant, in
+ * both the register-blocked and the workgroup-tile families.
+ *
  * How it is computed: one WGSL generator ({@link gemmSource}) emits a fully unrolled
  * register-blocked kernel: each invocation owns an `R×C` block of C (C a multiple of 4, held as
  * `vec4f` accumulators) and walks K four at a time, loading A and B as `vec4f` along whichever
@@ -15,7 +21,8 @@
  *
  * The driver around it:
  * - pads an operand whose contiguous dimension is not a multiple of 4 into a zero-padded
- *   temporary when the product is large enough for the vec4 path to pay off;
+ *   temporary when the product is large enough for the vec4 path to pay off (an f16 operand
+ *   needing this is widened to an f32 temporary first);
  * - splits K into chunks (accumulating through C) so that the panel of B streamed by a group of
  *   invocations stays in the CPU cache on software adapters;
  * - splits operands and outputs larger than `maxStorageBufferBindingSize` into bindable pieces
@@ -28,6 +35,7 @@
 import { f32, GpuError, packParams, type Runtime } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 import { padCols, unpadCols } from "./matrix.ts";
+import { toF32 } from "./cast.ts";
 
 /**
  * Options of {@link matmul}.
@@ -100,6 +108,10 @@ interface Variant {
   transA: boolean;
   transB: boolean;
   sym: boolean;
+  /** A is stored as f16 (halves packed in u32 words), widened to f32 as it is loaded. */
+  halfA: boolean;
+  /** B is stored as f16. */
+  halfB: boolean;
 }
 
 /** The small scalar configuration: cheap to compile, used for small products and K tails. */
@@ -139,7 +151,38 @@ function variantKey(v: Variant): string {
   const c = v.cfg;
   return `gemm_r${c.rows}c${c.cols}_wg${c.wgX}x${c.wgY}_t${c.tileK}_${v.transA ? "t" : "n"}${
     v.transB ? "t" : "n"
-  }${c.vec ? "_vec" : ""}${v.sym ? "_sym" : ""}`;
+  }${c.vec ? "_vec" : ""}${v.sym ? "_sym" : ""}${v.halfA ? "_a16" : ""}${v.halfB ? "_b16" : ""}`;
+}
+
+/**
+ * WGSL type of an operand binding: f32 as `f32`/`vec4f`; f16 as its words, `u32` (two halves)
+ * or `vec2u` (four halves, the vec4 family's load unit).
+ */
+function operandArray(half: boolean, vec: boolean): string {
+  if (half) return vec ? "array<vec2u>" : "array<u32>";
+  return vec ? "array<vec4f>" : "array<f32>";
+}
+
+/**
+ * WGSL of the scalar accessor `fn <name>(i: u32) -> f32` for element `i` of operand `X`,
+ * widening halves with the core builtin `unpack2x16float` (no `shader-f16` feature needed).
+ */
+function elementAccessor(name: string, X: string, half: boolean, vec: boolean): string {
+  let body: string;
+  if (!half) body = vec ? `${X}[i >> 2u][i & 3u]` : `${X}[i]`;
+  else if (vec) body = `unpack2x16float(${X}[i >> 2u][(i >> 1u) & 1u])[i & 1u]`;
+  else body = `unpack2x16float(${X}[i >> 1u])[i & 1u]`;
+  return `fn ${name}(i: u32) -> f32 { return ${body}; }`;
+}
+
+/** WGSL expression of one element of an operand in the scalar family (`X[i]` for f32). */
+function scalarLoad(X: string, half: boolean, i: string): string {
+  return half ? `e${X.toLowerCase()}(${i})` : `${X}[${i}]`;
+}
+
+/** WGSL expression of the vec4f at vec4 index `q` of an operand in the vec4 family. */
+function vecLoad(X: string, half: boolean, q: string): string {
+  return half ? `h4(${X}[${q}])` : `${X}[${q}]`;
 }
 
 /**
@@ -156,22 +199,20 @@ function gemmSource(v: Variant): string {
   const CV = C / 4;
   const L: string[] = [];
   const vec = v.cfg.vec;
-  const arr = vec ? "array<vec4f>" : "array<f32>";
-  L.push(`@group(0) @binding(0) var<storage, read> A: ${arr};`);
-  L.push(`@group(0) @binding(1) var<storage, read> B: ${arr};`);
-  L.push(`@group(0) @binding(2) var<storage, read_write> C: ${arr};`);
+  L.push(`@group(0) @binding(0) var<storage, read> A: ${operandArray(v.halfA, vec)};`);
+  L.push(`@group(0) @binding(1) var<storage, read> B: ${operandArray(v.halfB, vec)};`);
+  L.push(`@group(0) @binding(2) var<storage, read_write> C: ${operandArray(false, vec)};`);
   L.push(`@group(0) @binding(3) var<storage, read> bias: array<f32>;`);
   L.push(`struct P { M: u32, N: u32, K: u32, lda: u32, ldb: u32, ldc: u32, offA: u32, offB: u32,
   offC: u32, sA: u32, sB: u32, sC: u32, offBias: u32, hasBias: u32, alpha: f32, beta: f32 };`);
   L.push(`@group(0) @binding(4) var<uniform> p: P;`);
-  // Scalar element access, whatever the binding type.
-  L.push(
-    vec
-      ? `fn ea(i: u32) -> f32 { return A[i >> 2u][i & 3u]; }
-fn eb(i: u32) -> f32 { return B[i >> 2u][i & 3u]; }`
-      : `fn ea(i: u32) -> f32 { return A[i]; }
-fn eb(i: u32) -> f32 { return B[i]; }`,
-  );
+  // Scalar element access, whatever the binding type; four halves widened at once.
+  L.push(elementAccessor("ea", "A", v.halfA, vec), elementAccessor("eb", "B", v.halfB, vec));
+  if (vec && (v.halfA || v.halfB)) {
+    L.push(
+      `fn h4(w: vec2u) -> vec4f { return vec4f(unpack2x16float(w.x), unpack2x16float(w.y)); }`,
+    );
+  }
   // Scalar store of one element of C (bounds checked by the caller).
   if (!vec) {
     L.push(`fn put(i: u32, n: u32, x: f32) {
@@ -339,8 +380,11 @@ function loadStep(v: Variant): string[] {
   if (!v.transA) {
     for (let r = 0; r < R; r++) {
       const i = `baseA + mi${r} * p.lda + k`;
-      if (v.cfg.vec) out.push(`let av${r} = A[(${i}) >> 2u];`);
-      else out.push(`let av${r} = vec4f(A[${i}], A[${i} + 1u], A[${i} + 2u], A[${i} + 3u]);`);
+      if (v.cfg.vec) out.push(`let av${r} = ${vecLoad("A", v.halfA, `(${i}) >> 2u`)};`);
+      else {
+        const comps = [0, 1, 2, 3].map((j) => scalarLoad("A", v.halfA, j ? `${i} + ${j}u` : i));
+        out.push(`let av${r} = vec4f(${comps.join(", ")});`);
+      }
       for (let kk = 0; kk < 4; kk++) out.push(`let a${r}_${kk} = av${r}[${kk}];`);
     }
   } else {
@@ -348,11 +392,13 @@ function loadStep(v: Variant): string[] {
       const row = `baseA + (k + ${kk}u) * p.lda`;
       if (v.cfg.vec) {
         for (let g = 0; g < R / 4; g++) {
-          out.push(`let at${kk}_${g} = A[(${row} + mg${g}) >> 2u];`);
+          out.push(`let at${kk}_${g} = ${vecLoad("A", v.halfA, `(${row} + mg${g}) >> 2u`)};`);
           for (let j = 0; j < 4; j++) out.push(`let a${4 * g + j}_${kk} = at${kk}_${g}[${j}];`);
         }
       } else {
-        for (let r = 0; r < R; r++) out.push(`let a${r}_${kk} = A[${row} + mi${r}];`);
+        for (let r = 0; r < R; r++) {
+          out.push(`let a${r}_${kk} = ${scalarLoad("A", v.halfA, `${row} + mi${r}`)};`);
+        }
       }
     }
   }
@@ -361,9 +407,12 @@ function loadStep(v: Variant): string[] {
     for (let kk = 0; kk < 4; kk++) {
       const row = `baseB + (k + ${kk}u) * p.ldb`;
       for (let g = 0; g < CV; g++) {
-        if (v.cfg.vec) out.push(`let b${kk}_${g} = B[(${row} + ng${g}) >> 2u];`);
-        else {
-          const comps = [0, 1, 2, 3].map((j) => `B[${row} + ni${4 * g + j}]`);
+        if (v.cfg.vec) {
+          out.push(`let b${kk}_${g} = ${vecLoad("B", v.halfB, `(${row} + ng${g}) >> 2u`)};`);
+        } else {
+          const comps = [0, 1, 2, 3].map((j) =>
+            scalarLoad("B", v.halfB, `${row} + ni${4 * g + j}`)
+          );
           out.push(`let b${kk}_${g} = vec4f(${comps.join(", ")});`);
         }
       }
@@ -371,8 +420,11 @@ function loadStep(v: Variant): string[] {
   } else {
     for (let c = 0; c < C; c++) {
       const i = `baseB + ni${c} * p.ldb + k`;
-      if (v.cfg.vec) out.push(`let bt${c} = B[(${i}) >> 2u];`);
-      else out.push(`let bt${c} = vec4f(B[${i}], B[${i} + 1u], B[${i} + 2u], B[${i} + 3u]);`);
+      if (v.cfg.vec) out.push(`let bt${c} = ${vecLoad("B", v.halfB, `(${i}) >> 2u`)};`);
+      else {
+        const comps = [0, 1, 2, 3].map((j) => scalarLoad("B", v.halfB, j ? `${i} + ${j}u` : i));
+        out.push(`let bt${c} = vec4f(${comps.join(", ")});`);
+      }
     }
     for (let kk = 0; kk < 4; kk++) {
       for (let g = 0; g < CV; g++) {
@@ -462,13 +514,16 @@ interface Operand {
 /**
  * `C = α·op(A)·op(B) + β·C (+ bias)`. Records the work; returns C (new, or `opts.out`).
  *
- * @param a `[M, K]` (or `[K, M]` with `transA`), optionally with a leading batch dimension
- * @param b `[K, N]` (or `[N, K]` with `transB`), 2-D (shared over the batch) or batched like `a`
+ * @param a `[M, K]` (or `[K, M]` with `transA`), optionally with a leading batch dimension;
+ *   f32 or f16
+ * @param b `[K, N]` (or `[N, K]` with `transB`), 2-D (shared over the batch) or batched like `a`;
+ *   f32 or f16
  * @param opts transposes, α, β, output, bias, name
  * @example Usage
  * ```ts ignore
  * const y = matmul(x, w, { transB: true, bias: b });        // linear layer y = x·Wᵀ + b
  * matmul(x, x, { transA: true, beta: 1, out: acc });         // acc += xᵀ·x
+ * const y16 = matmul(x, toF16(w), { transB: true });       // f16 weights, f32 result
  * ```
  */
 export function matmul(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
@@ -477,8 +532,10 @@ export function matmul(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
   if (a.shape.length < 2 || a.shape.length > 3 || b.shape.length < 2 || b.shape.length > 3) {
     throw new GpuError(op, `expects 2-D or 3-D operands, got [${a.shape}] and [${b.shape}]`);
   }
-  if (a.dtype !== "f32" || b.dtype !== "f32") {
-    throw new GpuError(op, `expects f32 operands, got ${a.dtype} and ${b.dtype}`);
+  for (const t of [a, b]) {
+    if (t.dtype !== "f32" && t.dtype !== "f16") {
+      throw new GpuError(op, `expects f32 or f16 operands, got ${a} and ${b}`);
+    }
   }
   const aBatch = a.shape.length === 3 ? a.shape[0] : 1;
   const bBatch = b.shape.length === 3 ? b.shape[0] : 1;
@@ -509,8 +566,8 @@ export function matmul(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
     if (beta !== 0) throw new GpuError(op, "beta ≠ 0 needs an output tensor");
     out = new Tensor(a.rt, cShape, "f32", opts.name ?? "matmul");
   }
-  if (opts.bias && opts.bias.size !== N) {
-    throw new GpuError(op, `bias ${opts.bias} must have ${N} elements`);
+  if (opts.bias && (opts.bias.size !== N || opts.bias.dtype !== "f32")) {
+    throw new GpuError(op, `bias ${opts.bias} must be f32 with ${N} elements`);
   }
   if (!Number.isFinite(alpha) || !Number.isFinite(beta)) {
     throw new GpuError(op, `alpha ${alpha} and beta ${beta} must be finite`);
@@ -537,7 +594,11 @@ export function matmul(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
   const temps: Tensor[] = [];
   const pad = (t: Tensor): Tensor => {
     if (!cfg.vec || t.cols % 4 === 0) return t;
-    const p = padCols(t, Math.ceil(t.cols / 4) * 4);
+    // padCols moves 4-byte words: an f16 operand is widened first (a rare case: the weights
+    // of real models have rows of a multiple of 4 halves).
+    const wide = t.dtype === "f16" ? toF32(t, { name: `${t.name}_f32` }) : t;
+    const p = padCols(wide, Math.ceil(t.cols / 4) * 4);
+    if (wide !== t) wide.dispose();
     temps.push(p);
     return p;
   };
@@ -560,7 +621,8 @@ export function matmul(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
   const sym = a === b && transA !== transB && nBatch === 1 && cfg.rows === cfg.cols &&
     cfg.wgX === cfg.wgY && cfg.vec && M === N;
   const dims = { M: mRows, N, K, batch: nBatch, alpha, beta };
-  run(rt, op, cfg, { transA, transB, sym }, A, B, C, opts.bias ?? null, dims);
+  const flags = { transA, transB, sym, halfA: pa.dtype === "f16", halfB: pb.dtype === "f16" };
+  run(rt, op, cfg, flags, A, B, C, opts.bias ?? null, dims);
   if (pc !== out) unpadCols(pc, out);
   for (const t of temps) t.dispose();
   return out;
@@ -582,13 +644,14 @@ function loopSafeK(cfg: GemmConfig): number {
 }
 
 /** Elements one binding may hold, minus slack for offset alignment and vec4 rounding. */
-function bindLimit(rt: Runtime): number {
-  return Math.floor(rt.maxBinding / 4) - 2 * (rt.offsetAlign / 4) - 8;
+function bindLimit(rt: Runtime, t: Tensor): number {
+  const eb = t.elementBytes;
+  return Math.floor(rt.maxBinding / eb) - 2 * (rt.offsetAlign / eb) - 8;
 }
 
 /** A binding for elements `[start, end)` of `t`: aligned range plus the element offset inside it. */
 function window(rt: Runtime, t: Tensor, start: number, end: number, vec: boolean) {
-  const align = rt.offsetAlign / 4;
+  const align = rt.offsetAlign / t.elementBytes;
   const s0 = Math.floor(start / align) * align;
   let e = vec ? Math.ceil(end / 4) * 4 : end;
   e = Math.min(Math.max(e, s0 + (vec ? 4 : 1)), t.size);
@@ -603,7 +666,7 @@ function run(
   rt: Runtime,
   op: string,
   cfg: GemmConfig,
-  flags: { transA: boolean; transB: boolean; sym: boolean },
+  flags: { transA: boolean; transB: boolean; sym: boolean; halfA: boolean; halfB: boolean },
   A: Operand,
   B: Operand,
   C: Operand,
@@ -612,17 +675,17 @@ function run(
 ) {
   const { transA, transB } = flags;
   const { M, N, K, batch, alpha, beta } = dims;
-  const lim = bindLimit(rt);
-  const whole = A.t.size <= lim && B.t.size <= lim && C.t.size <= lim;
+  const [limA, limB, limC] = [bindLimit(rt, A.t), bindLimit(rt, B.t), bindLimit(rt, C.t)];
+  const whole = A.t.size <= limA && B.t.size <= limB && C.t.size <= limC;
   const tileM = cfg.rows * cfg.wgY, tileN = cfg.cols * cfg.wgX;
   // Chunk sizes. K chunks keep the streamed panel cache-sized (and bindings small).
   let mc = M, nc = N, kc = Math.min(K, cfg.kChunk);
   if (!whole) {
-    if (!transA) mc = Math.min(mc, Math.floor(lim / A.ld));
-    mc = Math.min(mc, Math.floor(lim / C.ld));
-    if (transB) nc = Math.min(nc, Math.floor(lim / B.ld));
-    if (transA) kc = Math.min(kc, Math.floor(lim / A.ld));
-    if (!transB) kc = Math.min(kc, Math.floor(lim / B.ld));
+    if (!transA) mc = Math.min(mc, Math.floor(limA / A.ld));
+    mc = Math.min(mc, Math.floor(limC / C.ld));
+    if (transB) nc = Math.min(nc, Math.floor(limB / B.ld));
+    if (transA) kc = Math.min(kc, Math.floor(limA / A.ld));
+    if (!transB) kc = Math.min(kc, Math.floor(limB / B.ld));
     if (mc < 1 || nc < 1 || kc < 1) {
       throw new GpuError(
         op,
@@ -643,8 +706,8 @@ function run(
   // is not a multiple of 4 leaves a tail of 1–3 that the small scalar kernel accumulates.
   const compile = (c: GemmConfig, symm: boolean) => ({
     kernel: rt.kernel(
-      variantKey({ cfg: c, transA, transB, sym: symm }),
-      gemmSource({ cfg: c, transA, transB, sym: symm }),
+      variantKey({ ...flags, cfg: c, sym: symm }),
+      gemmSource({ ...flags, cfg: c, sym: symm }),
     ),
     tile: [c.rows * c.wgY, c.cols * c.wgX],
   });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { type GemmConfig, matmul } from "../kernels/gemm.ts";
 import { gpu } from "../kernels/device.ts";
-import { Tensor } from "../kernels/tensor.ts";
+import { halfBits, halfValues, Tensor } from "../kernels/tensor.ts";
 import { assertClose, matmulRef, Rng } from "./_util.ts";
 
 /** float64 α·op(A)·op(B) + β·C0 + bias over a batch, for row-major arrays. */
@@ -51,6 +51,9 @@ async function check(
     bShared?: boolean;
     aShared?: boolean;
     config?: Partial<GemmConfig>;
+    /** Store A and/or B as f16 (the reference multiplies the same rounded values in float64). */
+    halfA?: boolean;
+    halfB?: boolean;
   } = {},
 ) {
   const {
@@ -62,13 +65,24 @@ async function check(
     bShared = false,
     aShared = false,
   } = o;
-  const a = rng.normals((aShared ? 1 : batch) * M * K);
-  const b = rng.normals((bShared ? 1 : batch) * K * N);
+  const rounded = (x: Float64Array, half?: boolean) =>
+    half ? Float64Array.from(halfValues(halfBits(x))) : x;
+  const a = rounded(rng.normals((aShared ? 1 : batch) * M * K), o.halfA);
+  const b = rounded(rng.normals((bShared ? 1 : batch) * K * N), o.halfB);
   const c0 = beta !== 0 ? rng.normals(batch * M * N) : null;
   const bias = o.bias ? rng.normals(N) : null;
   const lead = (shared: boolean) => (batch > 1 && !shared ? [batch] : []);
-  const A = await Tensor.from(Float32Array.from(a), [...lead(aShared), ...(ta ? [K, M] : [M, K])]);
-  const B = await Tensor.from(Float32Array.from(b), [...lead(bShared), ...(tb ? [N, K] : [K, N])]);
+  const dt = (half?: boolean) => (half ? "f16" : "f32");
+  const A = await Tensor.from(
+    Float32Array.from(a),
+    [...lead(aShared), ...(ta ? [K, M] : [M, K])],
+    dt(o.halfA),
+  );
+  const B = await Tensor.from(
+    Float32Array.from(b),
+    [...lead(bShared), ...(tb ? [N, K] : [K, N])],
+    dt(o.halfB),
+  );
   const out = c0
     ? await Tensor.from(Float32Array.from(c0), batch > 1 ? [batch, M, N] : [M, N])
     : undefined;
@@ -87,7 +101,9 @@ async function check(
     want,
     tol,
     tol,
-    `C ${batch}×${M}×${N}×${K} ${ta ? "T" : "N"}${tb ? "T" : "N"}`,
+    `C ${batch}×${M}×${N}×${K} ${ta ? "T" : "N"}${tb ? "T" : "N"}${o.halfA ? " A16" : ""}${
+      o.halfB ? " B16" : ""
+    }`,
   );
   for (const t of [A, B, C, bt]) t?.dispose();
 }
@@ -244,4 +260,83 @@ Deno.test("matmul() splits operands and outputs larger than one storage binding"
     assertClose(got, want, 1e-5, 1e-5, `Y[${r}]`);
   }
   for (const t of [A, B, W, Y]) t.dispose();
+});
+
+Deno.test("matmul() reads f16 operands and accumulates in f32, in every kernel family", async () => {
+  const rng = new Rng(14);
+  const halves = [{ halfA: true }, { halfB: true }, { halfA: true, halfB: true }];
+  const configs: Partial<GemmConfig>[] = [
+    {}, // the adapter's choice (small scalar kernel here for the small shapes)
+    BIG, // software vec4 family: halves loaded four at a time; unaligned rows padded
+    { rows: 8, cols: 8, wgX: 8, wgY: 8, vec: true, tileK: 0, kChunk: 1 << 30 }, // real GPUs
+    { rows: 4, cols: 4, wgX: 16, wgY: 16, tileK: 8 }, // workgroup-memory tiles
+    { kChunk: 8 }, // K split into accumulated chunks
+  ];
+  for (const config of configs) {
+    for (const h of halves) {
+      for (const [ta, tb] of [[false, true], [true, false], [false, false], [true, true]]) {
+        await check(rng, 13, 21, 37, { ...h, config, ta, tb, bias: true }); // odd: K tail
+      }
+      await check(rng, 20, 36, 44, { ...h, config, tb: true, beta: 1, alpha: 0.5 }); // aligned
+      await check(rng, 9, 10, 7, { ...h, config, batch: 3, ta: true, beta: -1 });
+      await check(rng, 6, 12, 16, { ...h, config, batch: 2, bShared: true, tb: true });
+    }
+  }
+  // Large enough for the adapter's vec4 kernel: a linear layer with f16 weights (B with transB).
+  await check(rng, 64, 96, 80, { halfB: true, tb: true, bias: true });
+  await check(rng, 64, 96, 80, { halfA: true, halfB: true, ta: true });
+});
+
+Deno.test("matmul() with an f16 operand: Xᵀ·X of an f16 X, and f16 bias refused", async () => {
+  const rng = new Rng(15);
+  const T = 40, Cn = 36;
+  const x = halfValues(halfBits(rng.normals(T * Cn)));
+  const X = await Tensor.from(x, [T, Cn], "f16", "x16");
+  const acc = matmul(X, X, { transA: true, config: BIG });
+  assertClose(await acc.read(), matmulRef(x, x, Cn, Cn, T, true, false), 1e-4, 1e-4, "XᵀX f16");
+  const bias = await Tensor.from(new Uint16Array(Cn), [Cn], "f16", "b16");
+  assert.throws(() => matmul(X, X, { transA: true, bias }), /bias .*b16.* must be f32/);
+  const ids = await Tensor.from(new Uint32Array(T * Cn), [T, Cn], "u32", "ids");
+  assert.throws(() => matmul(ids, X, { transA: true }), /expects f32 or f16 operands.*u32/);
+  for (const t of [X, acc, bias, ids]) t.dispose();
+});
+
+Deno.test("matmul() splits an f16 operand larger than one storage binding", async () => {
+  const rt = await gpu();
+  const rng = new Rng(16);
+  // An f16 embedding [N, K] just over one binding (twice the elements an f32 binding holds),
+  // used as the LM head (B with transB) and as a row-split A.
+  const K = 8, N = Math.ceil((rt.maxBinding / 2 + 8) / K) + 1, M = 3;
+  const table = halfBits(rng.normals(997));
+  const bits = new Uint16Array(N * K);
+  for (let i = 0; i < bits.length; i++) bits[i] = table[(i * 7919) % 997];
+  const E = await Tensor.from(bits, [N, K], "f16", "embedding");
+  assert.ok(E.byteSize > rt.maxBinding);
+  const e = (i: number) => halfValues(Uint16Array.of(bits[i]))[0];
+  const aData = Float32Array.from(rng.normals(M * K));
+  const A = await Tensor.from(aData, [M, K]);
+  const C = matmul(A, E, { transB: true, name: "logits" });
+  for (const m of [0, M - 1]) {
+    for (const n0 of [0, 4_194_301, N - 5]) {
+      const want = Array.from({ length: 5 }, (_, j) => {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += aData[m * K + k] * e((n0 + j) * K + k);
+        return s;
+      });
+      assertClose(await C.readRange(m * N + n0, 5), want, 1e-5, 1e-5, `logits[${m}, ${n0}..]`);
+    }
+  }
+  C.dispose();
+  const W = await Tensor.from(Float32Array.from(rng.normals(K * 3)), [K, 3]);
+  const w = await W.read();
+  const Y = matmul(E, W);
+  for (const r of [0, 4_194_303, N - 1]) {
+    const want = [0, 1, 2].map((j) => {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += e(r * K + k) * w[k * 3 + j];
+      return s;
+    });
+    assertClose(await Y.readRange(r * 3, 3), want, 1e-5, 1e-5, `Y[${r}]`);
+  }
+  for (const t of [A, E, W, Y]) t.dispose();
 });
