@@ -7,6 +7,7 @@ import {
   kronSolve,
   rowQuadForm,
 } from "../kernels/kron.ts";
+import { gpu } from "../kernels/device.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { assertClose, matmulRef, Rng } from "./_util.ts";
 
@@ -106,4 +107,112 @@ Deno.test("kronSolve() inverts kronMatVec() for SPD factors, with damping", asyn
   const Z = await kronSolve(G, A, X, { damp: lam });
   const back = kronMatVec(await up(damp(g, R), [R, R]), await up(damp(a, C), [C, C]), Z);
   assertClose(await back.read(), x, 1e-4, 1e-4, "damped kronSolve");
+});
+
+/** Deterministic values in [-1, 1), cheap enough for tens of millions of elements. */
+function pattern(n: number, seed: number): Float32Array {
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = (Math.imul(i ^ seed, 2654435761) >>> 0) / 2 ** 31 - 1;
+  return x;
+}
+
+Deno.test("kron() writes products larger than one storage binding", async () => {
+  const rt = await gpu();
+  // Blocks of whole G rows (61×97 rows of 5963), then blocks of A rows within one G row (a G row
+  // alone gives 4100 rows of 8202 elements, more than one binding).
+  for (const [a, b, c, d] of [[61, 67, 97, 89], [1, 2, 4100, 4101]]) {
+    const g = pattern(a * b, 1), x = pattern(c * d, 2);
+    const G = await up(g, [a, b]), A = await up(x, [c, d]);
+    const K = kron(G, A);
+    assert.ok(K.size * 4 > rt.maxBinding, `kron [${a}, ${b}] ⊗ [${c}, ${d}] exceeds one binding`);
+    const out = await K.read();
+    // An f32·f32 product is exact in float64, so rounding it once gives the GPU's value.
+    for (let i = 0; i < a; i++) {
+      for (let k = 0; k < c; k++) {
+        for (let j = 0; j < b; j++) {
+          for (let l = 0; l < d; l++) {
+            const e = (i * c + k) * (b * d) + j * d + l,
+              want = Math.fround(g[i * b + j] * x[k * d + l]);
+            if (out[e] !== want) {
+              assert.fail(`kron[${i * c + k}, ${j * d + l}] = ${out[e]}, expected ${want}`);
+            }
+          }
+        }
+      }
+    }
+    for (const t of [G, A, K]) t.dispose();
+  }
+});
+
+Deno.test("kronMatVec() and kronDiag() take a factor larger than one storage binding", async () => {
+  const rt = await gpu();
+  const R = 2, C = Math.floor(Math.sqrt(rt.maxBinding / 4)) + 2;
+  const g = Float32Array.from([1.5, -0.5, 0.25, 2]), a = pattern(C * C, 5), x = pattern(R * C, 6);
+  const G = await up(g, [R, R]), A = await up(a, [C, C]), X = await up(x, [R, C]);
+  assert.ok(A.size * 4 > rt.maxBinding);
+  // (G ⊗ A)·vec X = G·X·Aᵀ in float64.
+  const gx = matmulRef(g, x, R, C, R);
+  const want = new Float64Array(R * C);
+  for (let r = 0; r < R; r++) {
+    for (let c = 0; c < C; c++) {
+      let s = 0;
+      for (let k = 0; k < C; k++) s += gx[r * C + k] * a[c * C + k];
+      want[r * C + c] = s;
+    }
+  }
+  const Y = kronMatVec(G, A, X);
+  assertClose(await Y.read(), want, 1e-4, 1e-4, "kronMatVec with A over one binding");
+  const D = kronDiag(G, A);
+  const dWant = Array.from({ length: R * C }, (_, i) => {
+    const r = Math.floor(i / C), c = i % C;
+    return g[r * R + r] * a[c * C + c];
+  });
+  assertClose(await D.read(), dWant, 1e-6, 0, "kronDiag with A over one binding");
+  for (const t of [G, A, X, Y, D]) t.dispose();
+});
+
+Deno.test("rowQuadForm() takes W larger than one storage binding", async () => {
+  const rt = await gpu();
+  // W is [m, 17]: 1.97 M rows keep matmul's grid within 65,535 row tiles.
+  const n = 17, m = Math.floor(rt.maxBinding / 4 / n) + 5;
+  const w = pattern(m * n, 8), a = spd(new Rng(45), n);
+  const W = await up(w, [m, n]), A = await up(a, [n, n]);
+  assert.ok(W.size * 4 > rt.maxBinding);
+  const want = new Float64Array(m);
+  for (let i = 0; i < m; i++) {
+    let s = 0;
+    for (let j = 0; j < n; j++) {
+      let t = 0;
+      for (let k = 0; k < n; k++) t += a[j * n + k] * w[i * n + k];
+      s += w[i * n + j] * t;
+    }
+    want[i] = s;
+  }
+  const q = rowQuadForm(W, A);
+  assertClose(await q.read(), want, 1e-4, 1e-5, "rowQuadForm with W over one binding");
+  for (const t of [W, A, q]) t.dispose();
+});
+
+Deno.test("colQuadForm() takes W larger than one storage binding", async () => {
+  const rt = await gpu();
+  // W is [512, 65,537]; G·W is split by rows, the column sums by row windows.
+  const n = 512, m = Math.floor(rt.maxBinding / 4 / n) + 1;
+  const w = pattern(n * m, 9), g = pattern(n * n, 10);
+  const W = await up(w, [n, m]), G = await up(g, [n, n]);
+  assert.ok(W.size * 4 > rt.maxBinding);
+  const q = colQuadForm(G, W);
+  const got = await q.read();
+  // Every 331st column and the last three, against float64 W_:,jᵀ G W_:,j.
+  const cols = [...Array.from({ length: Math.ceil(m / 331) }, (_, i) => i * 331), m - 3, m - 2];
+  const want = cols.map((j) => {
+    let s = 0;
+    for (let i = 0; i < n; i++) {
+      let t = 0;
+      for (let k = 0; k < n; k++) t += g[i * n + k] * w[k * m + j];
+      s += w[i * m + j] * t;
+    }
+    return s;
+  });
+  assertClose(cols.map((j) => got[j]), want, 1e-4, 1e-3, "colQuadForm with W over one binding");
+  for (const t of [W, G, q]) t.dispose();
 });
