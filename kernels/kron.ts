@@ -27,6 +27,11 @@ function matrix(t: Tensor, what: string, name: string): [number, number] {
   return [t.shape[0], t.shape[1]];
 }
 
+/** The explicit product's kernel reads f32 words: other dtypes would be misread. */
+function f32Factor(t: Tensor, name: string): void {
+  if (t.dtype !== "f32") throw new GpuError("kron", `${name} ${t} must be f32`);
+}
+
 const KRON_WGSL = `
 @group(0) @binding(0) var<storage, read> g: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -121,6 +126,8 @@ function window(t: Tensor, start: number, count: number): { range: BufferRange; 
 export function kron(G: Tensor, A: Tensor): Tensor {
   const [a, b] = matrix(G, "kron", "G");
   const [c, d] = matrix(A, "kron", "A");
+  f32Factor(G, "G");
+  f32Factor(A, "A");
   const rt = G.rt;
   const out = new Tensor(rt, [a * c, b * d], "f32", `kron(${G.name}, ${A.name})`);
   if (out.size === 0) return out;

@@ -22,8 +22,19 @@ import { Tensor } from "./tensor.ts";
 
 const WG = 256;
 
+/** Refuses f16 tensors: these kernels move whole 4-byte words (f32, u32, i32). */
+function checkWords(t: Tensor, what: string): void {
+  if (t.dtype === "f16") {
+    throw new GpuError(
+      what,
+      `${t}: f16 tensors are not supported here; widen with toF32 (kernels/cast.ts) first`,
+    );
+  }
+}
+
 function asMatrix(t: Tensor, what: string): [number, number] {
   if (t.shape.length < 1) throw new GpuError(what, `${t} must be at least 1-D`);
+  checkWords(t, what);
   return [t.rows, t.cols];
 }
 
@@ -353,6 +364,7 @@ export function scatterSubmatrix(
   colIdx: Tensor | null,
 ): Tensor {
   const [R, C] = asMatrix(dst, "scatterSubmatrix");
+  checkWords(src, "scatterSubmatrix");
   checkIdx(rowIdx, "scatterSubmatrix");
   checkIdx(colIdx, "scatterSubmatrix");
   const rows = rowIdx ? rowIdx.size : R, cols = colIdx ? colIdx.size : C;
@@ -500,6 +512,7 @@ export function transpose(a: Tensor): Tensor {
   if (a.shape.length < 2 || a.shape.length > 3) {
     throw new GpuError("transpose", `${a} must be 2-D or 3-D`);
   }
+  checkWords(a, "transpose");
   const [R, C] = a.shape.slice(-2);
   const B = a.shape.length === 3 ? a.shape[0] : 1;
   const shape = a.shape.length === 3 ? [B, C, R] : [C, R];
@@ -525,6 +538,7 @@ function square(a: Tensor, what: string): number {
   if (a.shape.length !== 2 || a.shape[0] !== a.shape[1]) {
     throw new GpuError(what, `${a} must be a square matrix`);
   }
+  checkWords(a, what);
   return a.shape[0];
 }
 
@@ -623,6 +637,9 @@ export function diag(a: Tensor): Tensor {
  */
 export function addDiag(a: Tensor, v: number | Tensor): Tensor {
   const n = square(a, "addDiag");
+  for (const t of typeof v === "number" ? [a] : [a, v]) {
+    if (t.dtype !== "f32") throw new GpuError("addDiag", `${t} must be f32`);
+  }
   if (n === 0) return a;
   if (typeof v === "number") {
     diagonalOp(a, n, n + 1, "add", { value: v });

@@ -37,6 +37,14 @@ Deno.test("kron() builds the explicit Kronecker product of rectangular factors",
   assertClose(out, want, 1e-6, 1e-6, "kron");
 });
 
+Deno.test("kron() refuses factors that are not f32", async () => {
+  const H = await Tensor.from([1, 2, 3, 4], [2, 2], "f16", "half");
+  const F = await up([1, 2, 3, 4], [2, 2]);
+  assert.throws(() => kron(F, H), /kron: A Tensor\(half .* must be f32/);
+  H.dispose();
+  F.dispose();
+});
+
 Deno.test("kronMatVec() equals the explicit (G ⊗ A)·vec X, and kronDiag() its diagonal", async () => {
   const rng = new Rng(42);
   for (const [R, C] of [[1, 1], [3, 5], [17, 4]]) {

@@ -240,3 +240,15 @@ Deno.test("gathers refuse a single row larger than one binding, naming the tenso
   W.dispose();
   ids.dispose();
 });
+
+Deno.test("word kernels refuse f16 tensors, addDiag() non-f32 ones, instead of misreading them", async () => {
+  const H = await Tensor.from([1, 2, 3, 4], [2, 2], "f16", "half");
+  const ids = await idx([0]);
+  assert.throws(() => transpose(H), /transpose: Tensor\(half .*f16 tensors are not supported/);
+  assert.throws(() => diag(H), /diag: .*f16 tensors are not supported/);
+  assert.throws(() => gatherRows(H, ids), /gatherRows: .*f16 tensors are not supported/);
+  assert.throws(() => addDiag(H, 1), /addDiag: .*f16 tensors are not supported/);
+  const U = ids.reshape([1, 1]);
+  assert.throws(() => addDiag(U, 1), /addDiag: Tensor\(.* u32\) must be f32/);
+  for (const t of [H, ids, U]) t.dispose();
+});
