@@ -40,7 +40,7 @@ export type ReduceOp = "sum" | "sumsq" | "max" | "min" | "absmax";
  */
 export type ReduceAxis = "all" | "rows" | "cols";
 
-type AnyOp = ReduceOp | "zeros" | "nonfinite";
+type AnyOp = ReduceOp | "zeros" | "nonfinite" | "count";
 
 const WG = 64;
 const SEG = 4096;
@@ -72,6 +72,10 @@ function info(op: AnyOp): OpInfo {
       return { type: "f32", first: "abs(x)", combine: "max(a, b)", init: 0 };
     case "zeros":
       return { type: "u32", first: "select(0u, 1u, x == 0.0)", combine: "a + b", init: 0 };
+    case "count":
+      // Later passes of the counting ops: u32 sums. (Summing the counts as f32 would add
+      // denormal bit patterns: exact on llvmpipe, zero on GPUs that flush denormals.)
+      return { type: "u32", first: "x", combine: "a + b", init: 0 };
     case "nonfinite":
       return {
         type: "u32",
@@ -89,7 +93,7 @@ function later(op: AnyOp): AnyOp {
     : op === "absmax"
     ? "max"
     : op === "zeros" || op === "nonfinite"
-    ? "sum"
+    ? "count"
     : op;
 }
 

@@ -89,3 +89,14 @@ Deno.test("reduce() handles a tensor larger than one storage binding", async () 
   assert.equal(rows[0], Math.max(...x.slice(0, C).map(Math.abs)));
   X.dispose();
 });
+
+Deno.test("countZeros() and countNonFinite() stay exact past 2²⁴ (u32 sums in every pass)", async () => {
+  // Summing the per-segment counts as f32 bit patterns (denormals) was exact below 2²⁴ on
+  // llvmpipe and gave 0 on GPUs that flush denormals; past 2²⁴ it is inexact everywhere.
+  const n = (1 << 24) + 8; // n − 3 zeros: odd, not an f32 multiple of the binade spacing
+  const X = await Tensor.zeros([n]);
+  X.write(new Float32Array([1, NaN, Infinity]), n - 3);
+  assert.equal((await countZeros(X).readU32())[0], n - 3);
+  assert.equal((await countNonFinite(X).readU32())[0], 2);
+  X.dispose();
+});
