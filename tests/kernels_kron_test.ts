@@ -35,6 +35,9 @@ Deno.test("kron() builds the explicit Kronecker product of rectangular factors",
     }
   }
   assertClose(out, want, 1e-6, 1e-6, "kron");
+  const rt = await gpu(), before = rt.stats.dispatches;
+  kron(await up(g, [a, b]), await up(x, [c, d])).dispose();
+  assert.equal(rt.stats.dispatches - before, 1, "one dispatch when everything fits one binding");
 });
 
 Deno.test("kron() refuses factors that are not f32", async () => {

@@ -252,3 +252,30 @@ Deno.test("word kernels refuse f16 tensors, addDiag() non-f32 ones, instead of m
   assert.throws(() => addDiag(U, 1), /addDiag: Tensor\(.* u32\) must be f32/);
   for (const t of [H, ids, U]) t.dispose();
 });
+
+Deno.test("tensors within one binding take one dispatch per call", async () => {
+  const rt = await gpu();
+  const X = await Tensor.from(f(new Rng(52).normals(45 * 45)), [45, 45]);
+  const ids = await idx([3, 0, 44]);
+  const dispatches = (fn: () => Tensor | void) => {
+    const before = rt.stats.dispatches;
+    const out = fn();
+    const n = rt.stats.dispatches - before;
+    if (out && out !== X) out.dispose();
+    return n;
+  };
+  const calls: [string, () => Tensor | void][] = [
+    ["transpose", () => transpose(X)],
+    ["diag", () => diag(X)],
+    ["addDiag", () => addDiag(X, 1)],
+    ["eye", () => eye(rt, 45, 50)],
+    ["padCols", () => padCols(X, 48)],
+    ["gatherRows", () => gatherRows(X, ids)],
+    ["submatrix", () => submatrix(X, ids, ids)],
+    ["setCols", () => setCols(X, ids, 0)],
+  ];
+  for (const [name, fn] of calls) assert.equal(dispatches(fn), 1, name);
+  await rt.sync();
+  X.dispose();
+  ids.dispose();
+});
