@@ -128,12 +128,13 @@ export function kron(G: Tensor, A: Tensor): Tensor {
   const [c, d] = matrix(A, "kron", "A");
   f32Factor(G, "G");
   f32Factor(A, "A");
-  const rt = G.rt;
-  const out = new Tensor(rt, [a * c, b * d], "f32", `kron(${G.name}, ${A.name})`);
-  if (out.size === 0) return out;
+  const rt = G.rt, name = `kron(${G.name}, ${A.name})`;
+  if (a * b * c * d === 0) return new Tensor(rt, [a * c, b * d], "f32", name);
+  const fits = Math.max(G.size, A.size, a * b * c * d) * 4 <= rt.maxBinding;
+  const blocks = kronBlocks(rt, [a, b, c, d], fits, name); // refuses before allocating
+  const out = new Tensor(rt, [a * c, b * d], "f32", name);
   const k = rt.kernel("kron_blocks", KRON_WGSL);
-  const fits = [G, A, out].every((t) => t.size * 4 <= rt.maxBinding);
-  for (const blk of kronBlocks(rt, [a, b, c, d], fits, out.name)) {
+  for (const blk of blocks) {
     const gw = window(G, blk.gRow0 * b, blk.gRows * b);
     const aw = window(A, blk.aRow0 * d, blk.aRows * d);
     const ow = window(out, blk.row0 * b * d, blk.rows * b * d);

@@ -155,6 +155,17 @@ Deno.test("kron() writes products larger than one storage binding", async () => 
   }
 });
 
+Deno.test("kron() refuses a product row larger than one binding, before allocating", async () => {
+  const rt = await gpu();
+  const G = await Tensor.zeros([1, 2], "g"),
+    A = await Tensor.zeros([1, rt.maxBinding / 8 + 8], "a");
+  const live = rt.liveBytes;
+  assert.throws(() => kron(G, A), /kron: a row of kron\(g, a\) .* larger than one storage binding/);
+  assert.equal(rt.liveBytes, live);
+  G.dispose();
+  A.dispose();
+});
+
 Deno.test("kronMatVec() and kronDiag() take a factor larger than one storage binding", async () => {
   const rt = await gpu();
   const R = 2, C = Math.floor(Math.sqrt(rt.maxBinding / 4)) + 2;
