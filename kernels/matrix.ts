@@ -261,6 +261,7 @@ export function padCols(a: Tensor, cols: number): Tensor {
  */
 export function unpadCols(src: Tensor, out: Tensor): Tensor {
   const [R, C] = asMatrix(src, "unpadCols");
+  checkWords(out, "unpadCols");
   if (out.rows !== R || out.cols > C) {
     throw new GpuError("unpadCols", `cannot copy ${src} into ${out}`);
   }
