@@ -699,9 +699,17 @@ function run(
       nc = nc >= tileN ? Math.floor(nc / tileN) * tileN : Math.max(4, Math.floor(nc / 4) * 4);
     }
   }
+  // A dispatch has at most maxComputeWorkgroupsPerDimension (65535) workgroups along N and M:
+  // longer dimensions (an LM head over a large vocabulary on small GPU tiles) go in chunks of
+  // whole tiles of the smallest kernel used (the scalar one handles K tails).
+  const maxGroups = rt.device.limits.maxComputeWorkgroupsPerDimension;
+  const minTileN = Math.min(tileN, SCALAR.cols * SCALAR.wgX);
+  const minTileM = Math.min(tileM, SCALAR.rows * SCALAR.wgY);
+  nc = Math.min(nc, maxGroups * minTileN);
+  mc = Math.min(mc, maxGroups * minTileM);
   if (rt.adapter.loopLimited) kc = Math.min(kc, loopSafeK(cfg));
   if (kc < K) kc = Math.max(4, Math.floor(kc / 4) * 4);
-  const sym = flags.sym && whole;
+  const sym = flags.sym && whole && mc === M && nc === N;
   // K chunks: [k0, length, kernel, tile]. The vec4 kernel walks K in steps of 4 only; a K that
   // is not a multiple of 4 leaves a tail of 1–3 that the small scalar kernel accumulates.
   const compile = (c: GemmConfig, symm: boolean) => ({

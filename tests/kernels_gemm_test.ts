@@ -340,3 +340,21 @@ Deno.test("matmul() splits an f16 operand larger than one storage binding", asyn
   }
   for (const t of [A, E, W, Y]) t.dispose();
 });
+
+Deno.test("matmul() splits N and M over dispatches of at most 65,535 workgroups", async () => {
+  const rng = new Rng(17);
+  // Tiny tiles (4 columns, 1 row per workgroup): N = 270,001 needs more than 65,535 workgroups
+  // along N, and the transposed product along M, as an LM head over a large vocabulary does on
+  // GPU tiles.
+  const config = { rows: 1, cols: 4, wgX: 1, wgY: 1, vec: false, tileK: 0 };
+  const K = 3, N = 270_001;
+  const a = rng.normals(2 * K), b = rng.normals(N * K);
+  const A = await Tensor.from(Float32Array.from(a), [2, K]);
+  const B = await Tensor.from(Float32Array.from(b), [N, K]);
+  const want = matmulRef(a, b, 2, N, K, false, true);
+  assertClose(await matmul(A, B, { transB: true, config }).read(), want, 1e-5, 1e-5, "A·Bᵀ");
+  const wantT = matmulRef(b, a, N, 2, K, false, true);
+  assertClose(await matmul(B, A, { transB: true, config }).read(), wantT, 1e-5, 1e-5, "B·Aᵀ");
+  A.dispose();
+  B.dispose();
+});
