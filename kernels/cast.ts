@@ -55,8 +55,12 @@ fn halfToF32(h: u32) -> u32 {
   return sign | ((p + 103u) << 23u) | ((m << (23u - p)) & 0x7fffffu);
 }`;
 
-/** Rounds f32 words `src[2w], src[2w + 1]` into the halves of word `dst[w]`. */
-const TO_F16_WGSL = `
+/**
+ * WGSL of a cast kernel: invocation `w` (one word of halves) runs `body` with `src`, `dst`, the
+ * chunk's element count `p.n` and the conversions in scope.
+ */
+function castSource(body: string): string {
+  return `
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<u32>;
 struct P { n: u32, words: u32 };
@@ -66,27 +70,20 @@ ${CONVERT_WGSL}
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
   let w = gid.x + gid.y * nw.x * ${WG}u;
   if (w >= p.words) { return; }
-  let lo = f32ToHalf(src[2u * w]);
+  ${body}
+}`;
+}
+
+/** Rounds f32 words `src[2w], src[2w + 1]` into the halves of word `dst[w]`. */
+const TO_F16_WGSL = castSource(`let lo = f32ToHalf(src[2u * w]);
   var hi = 0u;
   if (2u * w + 1u < p.n) { hi = f32ToHalf(src[2u * w + 1u]); }
-  dst[w] = lo | (hi << 16u);
-}`;
+  dst[w] = lo | (hi << 16u);`);
 
 /** Widens the two halves of word `src[w]` into f32 words `dst[2w], dst[2w + 1]`. */
-const TO_F32_WGSL = `
-@group(0) @binding(0) var<storage, read> src: array<u32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
-struct P { n: u32, words: u32 };
-@group(0) @binding(2) var<uniform> p: P;
-${CONVERT_WGSL}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
-  let w = gid.x + gid.y * nw.x * ${WG}u;
-  if (w >= p.words) { return; }
-  let pair = src[w];
+const TO_F32_WGSL = castSource(`let pair = src[w];
   dst[2u * w] = halfToF32(pair & 0xffffu);
-  if (2u * w + 1u < p.n) { dst[2u * w + 1u] = halfToF32(pair >> 16u); }
-}`;
+  if (2u * w + 1u < p.n) { dst[2u * w + 1u] = halfToF32(pair >> 16u); }`);
 
 /**
  * Options of {@link toF16} and {@link toF32}.
