@@ -79,6 +79,14 @@ export function map(
     new Tensor(rt, opts.shape ?? inputs[0].shape, opts.dtype ?? "f32", opts.name ?? `map(${expr})`);
   const n = out.size;
   if (n === 0) return out;
+  for (const t of [out, ...inputs]) {
+    if (t.dtype === "f16") {
+      throw new GpuError(
+        `map(${expr})`,
+        `${t} is f16; map works on 32-bit elements (cast it with toF32/toF16)`,
+      );
+    }
+  }
   // Which inputs alias the output (bound once as read_write).
   const alias = inputs.map((t) => t === out);
   for (const [k, t] of inputs.entries()) {

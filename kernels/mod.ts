@@ -17,6 +17,7 @@
  */
 export * from "./device.ts";
 export * from "./tensor.ts";
+export * from "./cast.ts";
 export * from "./elementwise.ts";
 export * from "./gemm.ts";
 export * from "./matrix.ts";

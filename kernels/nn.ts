@@ -175,6 +175,9 @@ function dummy(rt: Runtime): Tensor {
 }
 
 function check(op: string, t: Tensor, size: number, what: string): void {
+  if (t.dtype === "f16") {
+    throw new GpuError(op, `${what} ${t} is f16; ${op} reads 32-bit words (cast it with toF32)`);
+  }
   if (t.size !== size) {
     throw new GpuError(op, `${what} ${t} must have ${size} elements, has ${t.size}`);
   }
@@ -205,6 +208,7 @@ export function embeddingForward(
 ): void {
   const [T, C] = [ids.size, table.cols];
   check("embeddingForward", out, T * C, "out");
+  check("embeddingForward", table, table.size, "table");
   const wgsl = `${storage(0, "out_", "f32", true)}
 ${storage(1, "ids", "i32", false)}
 ${storage(2, "table", "f32", false)}

@@ -65,3 +65,12 @@ Deno.test("map() splits a tensor larger than one storage binding into chunks", a
   X.dispose();
   Y.dispose();
 });
+
+Deno.test("map() refuses f16 tensors instead of reading their packed halves as words", async () => {
+  const h = await Tensor.from([1, 2, 3], [3], "f16", "halves");
+  assert.throws(() => map("a + 1.0", [h]), /halves.*f16/);
+  const x = await Tensor.from([1, 2, 3]);
+  assert.throws(() => map("a", [x], [], { out: h }), /halves.*f16/);
+  h.dispose();
+  x.dispose();
+});

@@ -532,3 +532,11 @@ Deno.test("row kernels give the same results with 1 lane per row and 256 lanes p
   }
   results[0].forEach((a, i) => assertClose(a, results[1][i], 1e-5, 1e-6, `output ${i}`));
 });
+
+Deno.test("layer kernels refuse f16 tensors with an error naming the tensor", async () => {
+  const table = await Tensor.from([1, 2, 3, 4], [2, 2], "f16", "embed half");
+  const ids = await Tensor.from(new Int32Array([1]), [1]);
+  const out = await Tensor.zeros([1, 2]);
+  assert.throws(() => embeddingForward(out, ids, table), /embed half.*f16/);
+  for (const t of [table, ids, out]) t.dispose();
+});
