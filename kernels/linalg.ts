@@ -100,25 +100,31 @@ export class NotPositiveDefiniteError extends Error {
 // Kernels
 // ---------------------------------------------------------------------------------------------
 
-/** Copies a `rows × cols` block between two row-major matrices, optionally transposed/scaled. */
+/**
+ * Copies a `rows × cols` block between two row-major matrices, optionally transposed/scaled; the
+ * z workgroup index selects the matrix of a stack (strides `sstride`, `dstride`).
+ */
 const COPY_BLOCK = `
 @group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
-struct P { rows: u32, cols: u32, sld: u32, soff: u32, dld: u32, doff: u32, trans: u32, pad: u32,
-           alpha: f32, p1: f32, p2: f32, p3: f32 };
+struct P { rows: u32, cols: u32, sld: u32, soff: u32, dld: u32, doff: u32, trans: u32,
+           sstride: u32, dstride: u32, p0: u32, p1: u32, p2: u32, alpha: f32, q0: f32, q1: f32,
+           q2: f32 };
 @group(0) @binding(2) var<uniform> p: P;
 @compute @workgroup_size(16, 16)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.y; let j = gid.x;
   if (i >= p.rows || j >= p.cols) { return; }
-  var s: u32;
-  if (p.trans == 1u) { s = p.soff + j * p.sld + i; } else { s = p.soff + i * p.sld + j; }
-  dst[p.doff + i * p.dld + j] = p.alpha * src[s];
+  var s = p.soff + gid.z * p.sstride;
+  if (p.trans == 1u) { s += j * p.sld + i; } else { s += i * p.sld + j; }
+  dst[p.doff + gid.z * p.dstride + i * p.dld + j] = p.alpha * src[s];
 }`;
 
 /**
  * Factors (mode 0) and/or inverts (mode 1: input already lower triangular) one leaf of at most
- * 64×64 inside one workgroup. Writes L (lower, zeros above), L⁻¹, and the first failing pivot.
+ * 64×64 inside one workgroup; workgroup s takes matrix s of a stack. Writes L (lower, zeros
+ * above), L⁻¹, and the first failing pivot of matrix s into status[4s], its value into
+ * status[4s + 1].
  */
 function leafSource(wg: number): string {
   return `
@@ -132,11 +138,13 @@ const NB = ${NB}u;
 var<workgroup> a: array<f32, ${NB * NB}>;
 var<workgroup> piv: f32;
 @compute @workgroup_size(${wg})
-fn main(@builtin(local_invocation_index) t: u32) {
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3u) {
   let m = p.m;
+  let o = wid.x * m * m;
+  let st = 4u * wid.x;
   for (var idx = t; idx < m * m; idx += ${wg}u) {
     let i = idx / m; let j = idx % m;
-    a[i * NB + j] = select(0.0, A[idx], j <= i);
+    a[i * NB + j] = select(0.0, A[o + idx], j <= i);
   }
   workgroupBarrier();
   if (p.mode == 0u) {
@@ -144,7 +152,7 @@ fn main(@builtin(local_invocation_index) t: u32) {
       if (t == 0u) {
         var d = a[j * NB + j];
         if (!(d > 0.0) || d > 3.0e38) {
-          if (status[0] == ${NO_FAILURE}u) { status[0] = p.base + j; status[1] = bitcast<u32>(d); }
+          if (status[st] == ${NO_FAILURE}u) { status[st] = p.base + j; status[st + 1u] = bitcast<u32>(d); }
           d = 1.0;
         }
         let s = sqrt(d);
@@ -164,22 +172,22 @@ fn main(@builtin(local_invocation_index) t: u32) {
   }
   for (var idx = t; idx < m * m; idx += ${wg}u) {
     let i = idx / m; let j = idx % m;
-    L[idx] = a[i * NB + j];
+    L[o + idx] = a[i * NB + j];
   }
   for (var c = t; c < m; c += ${wg}u) {
-    for (var i = 0u; i < c; i++) { Li[i * m + c] = 0.0; }
+    for (var i = 0u; i < c; i++) { Li[o + i * m + c] = 0.0; }
     for (var i = c; i < m; i++) {
       var s = select(0.0, 1.0, i == c);
-      for (var k = c; k < i; k++) { s = s - a[i * NB + k] * Li[k * m + c]; }
-      Li[i * m + c] = s / a[i * NB + i];
+      for (var k = c; k < i; k++) { s = s - a[i * NB + k] * Li[o + k * m + c]; }
+      Li[o + i * m + c] = s / a[i * NB + i];
     }
   }
 }`;
 }
 
 /**
- * Adds σ = λ·mean(diag M) to the diagonal of M in place (one workgroup) and stores σ (f32 bits)
- * in status[2], where the compensated residual picks it up.
+ * Adds σ = λ·mean(diag M) to the diagonal of M in place (workgroup s: matrix s of a stack) and
+ * stores σ (f32 bits) in status[4s + 2], where the compensated residual picks it up.
  */
 const DAMP = `
 @group(0) @binding(0) var<storage, read_write> M: array<f32>;
@@ -188,10 +196,11 @@ struct P { n: u32, batch: u32, p0: u32, p1: u32, lambda: f32, q0: f32, q1: f32, 
 @group(0) @binding(2) var<uniform> p: P;
 var<workgroup> part: array<f32, 256>;
 @compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) t: u32) {
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3u) {
   let n = p.n;
+  let o = wid.x * n * n;
   var s = 0.0;
-  for (var i = t; i < n; i += 256u) { s += M[i * n + i]; }
+  for (var i = t; i < n; i += 256u) { s += M[o + i * n + i]; }
   part[t] = s;
   workgroupBarrier();
   for (var w = 128u; w > 0u; w = w / 2u) {
@@ -199,8 +208,8 @@ fn main(@builtin(local_invocation_index) t: u32) {
     workgroupBarrier();
   }
   let sigma = p.lambda * part[0] / f32(n);
-  for (var i = t; i < n; i += 256u) { M[i * n + i] += sigma; }
-  if (t == 0u) { status[2] = bitcast<u32>(sigma); }
+  for (var i = t; i < n; i += 256u) { M[o + i * n + i] += sigma; }
+  if (t == 0u) { status[4u * wid.x + 2u] = bitcast<u32>(sigma); }
 }`;
 
 /** Shared WGSL: exact product error (Dekker split) and two-sum, protected from simplification. */
@@ -222,18 +231,23 @@ fn prodErr(p: f32, a: vec2f, b: vec2f) -> f32 {
   return ((a.x * b.x - p) + a.x * b.y + a.y * b.x) + a.y * b.y;
 }`;
 
-/** Rows and vec4 column groups of R per invocation of the residual kernel. */
-const RES_ROWS = 8;
-const RES_CV = 2;
+/**
+ * Rows and vec4 column groups of R per invocation of the residual kernel: 8 × 2 for many
+ * right-hand sides (an inverse), 16 × 1 for a few (solves), where wider blocks would be idle.
+ */
+function residualShape(k: number): { rows: number; cv: number } {
+  return k > 4 ? { rows: 8, cv: 2 } : { rows: 16, cv: 1 };
+}
 
 /**
  * Generates the residual kernel R = B − A·X − σ·X (B = I when ident = 1), every product and sum
  * in double-f32. A is n×n and must be symmetric (its row j is read as column j, which makes the
- * loads contiguous); X and B are n×k. Each invocation owns RES_ROWS rows × 4·RES_CV columns of R,
- * held as vec4 (hi, lo) pairs; the code is fully unrolled.
+ * loads contiguous); X and B are n×k. Each invocation owns `rows` rows × 4·`cv` columns of R,
+ * held as vec4 (hi, lo) pairs; the code is fully unrolled. The z workgroup index selects the
+ * system of a stack (σ from status[4z + 2]).
  */
-function residualSource(): string {
-  const R = RES_ROWS, CV = RES_CV;
+function residualSource(shape: { rows: number; cv: number }): string {
+  const R = shape.rows, CV = shape.cv;
   const L: string[] = [];
   const rows = [...Array(R).keys()], cvs = [...Array(CV).keys()];
   L.push(`
@@ -250,8 +264,9 @@ fn split4(a: vec4f, one: f32) -> array<vec4f, 2> {
   let hi = c * one - (c - a);
   return array<vec4f, 2>(hi, a - hi);
 }
+var<private> xo: u32;
 fn loadX(row: u32, c0: u32) -> vec4f {
-  let k = p.k; let base = row * k;
+  let k = p.k; let base = xo + row * k;
   return vec4f(X[base + min(c0, k - 1u)], X[base + min(c0 + 1u, k - 1u)],
                X[base + min(c0 + 2u, k - 1u)], X[base + min(c0 + 3u, k - 1u)]);
 }
@@ -259,7 +274,7 @@ fn initB(row: u32, c0: u32) -> vec4f {
   if (p.ident == 1u) {
     return select(vec4f(0.0), vec4f(1.0), vec4u(row) == vec4u(c0, c0 + 1u, c0 + 2u, c0 + 3u));
   }
-  let k = p.k; let base = row * k;
+  let k = p.k; let base = xo + row * k;
   return vec4f(B[base + min(c0, k - 1u)], B[base + min(c0 + 1u, k - 1u)],
                B[base + min(c0 + 2u, k - 1u)], B[base + min(c0 + 3u, k - 1u)]);
 }
@@ -267,7 +282,9 @@ fn initB(row: u32, c0: u32) -> vec4f {
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let n = p.n; let k = p.k; let one = p.one;
   let r0 = gid.y * ${R}u; let c0 = gid.x * ${4 * CV}u;
-  if (r0 >= n || c0 >= k) { return; }`);
+  if (r0 >= n || c0 >= k) { return; }
+  xo = gid.z * n * k;
+  let ao = gid.z * n * n;`);
   for (const r of rows) L.push(`  let ri${r} = min(r0 + ${r}u, n - 1u);`);
   for (const r of rows) {
     for (const c of cvs) {
@@ -276,7 +293,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
   L.push(`  for (var j = 0u; j < n; j++) {`);
   for (const r of rows) {
-    L.push(`    let a${r} = -A[j * n + ri${r}]; let as${r} = split2(a${r}, one);`);
+    L.push(`    let a${r} = -A[ao + j * n + ri${r}]; let as${r} = split2(a${r}, one);`);
   }
   for (const c of cvs) {
     L.push(`    let x${c} = loadX(j, c0 + ${4 * c}u); let xs${c} = split4(x${c}, one);`);
@@ -297,7 +314,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
   L.push(`  }`);
   L.push(`  var sigma = 0.0;
-  if (p.useSigma == 1u) { sigma = -bitcast<f32>(status[2]); }
+  if (p.useSigma == 1u) { sigma = -bitcast<f32>(status[4u * gid.z + 2u]); }
   let ss = split2(sigma, one);`);
   for (const r of rows) {
     for (const c of cvs) {
@@ -311,7 +328,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     let err = (${h} - (s - bp) * one) + (q - bp);
     let v = s + (${l} + (err + e));
     if (r0 + ${r}u < n) {
-      let base = ri${r} * k + c0 + ${4 * c}u;
+      let base = xo + ri${r} * k + c0 + ${4 * c}u;
       for (var t = 0u; t < 4u; t++) { if (c0 + ${4 * c}u + t < k) { R[base + t] = v[t]; } }
     }
   }`);
@@ -331,7 +348,8 @@ struct P { n: u32, p0: u32, p1: u32, p2: u32 };
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.y; let j = gid.x;
   if (i >= p.n || j >= p.n) { return; }
-  out[i * p.n + j] = M[max(i, j) * p.n + min(i, j)];
+  let o = gid.z * p.n * p.n;
+  out[o + i * p.n + j] = M[o + max(i, j) * p.n + min(i, j)];
 }`;
 
 /** In place: X ← (X + Xᵀ)/2 (mode 0), or the upper triangle ← the lower one (mode 1). */
@@ -372,7 +390,22 @@ function assertSquare(t: Tensor, what: string, op: string): number {
   return t.shape[0];
 }
 
-/** dst[dr0.., dc0..] = alpha·src[sr0.., sc0..] (or its transpose), a rows×cols block. */
+/** `[batch, rows, cols]` of a matrix (batch 1) or of a stack of matrices `[b, rows, cols]`. */
+function dims(t: Tensor): [number, number, number] {
+  const s = t.shape;
+  return s.length === 3 ? [s[0], s[1], s[2]] : [1, s[0], s[1]];
+}
+
+/** A new zero tensor of `rows × cols` matrices, stacked like `like` (2-D stays 2-D). */
+function stackLike(like: Tensor, rows: number, cols: number, name: string): Tensor {
+  const shape = like.shape.length === 3 ? [like.shape[0], rows, cols] : [rows, cols];
+  return Tensor.emptySync(like.rt, shape, "f32", name);
+}
+
+/**
+ * dst[dr0.., dc0..] = alpha·src[sr0.., sc0..] (or its transpose), a rows×cols block; for stacks
+ * of matrices, in every matrix of the stack.
+ */
 function copyBlock(
   src: Tensor,
   sr0: number,
@@ -387,9 +420,10 @@ function copyBlock(
 ): void {
   if (rows === 0 || cols === 0) return;
   const rt = src.rt;
-  const sld = src.cols, dld = dst.cols;
+  const [b, sr, sld] = dims(src);
+  const [, dr, dld] = dims(dst);
   rt.dispatch(
-    rt.kernel("linalg_copy_block", COPY_BLOCK),
+    rt.kernel("linalg_copy_block_stack", COPY_BLOCK),
     [src.range(), dst.range()],
     packParams(
       rows,
@@ -399,19 +433,23 @@ function copyBlock(
       dld,
       dr0 * dld + dc0,
       trans ? 1 : 0,
+      sr * sld,
+      dr * dld,
+      0,
+      0,
       0,
       f32(alpha),
       f32(0),
       f32(0),
       f32(0),
     ),
-    [Math.ceil(cols / 16), Math.ceil(rows / 16)],
+    [Math.ceil(cols / 16), Math.ceil(rows / 16), b],
   );
 }
 
-/** A new `rows × cols` tensor holding a block of `src`. */
+/** A new `rows × cols` tensor (or stack) holding a block of `src`. */
 function block(src: Tensor, r0: number, c0: number, rows: number, cols: number): Tensor {
-  const out = Tensor.emptySync(src.rt, [rows, cols], "f32", `${src.name}[${r0}:,${c0}:]`);
+  const out = stackLike(src, rows, cols, `${src.name}[${r0}:,${c0}:]`);
   copyBlock(src, r0, c0, out, 0, 0, rows, cols);
   return out;
 }
@@ -424,10 +462,10 @@ function transposed(src: Tensor, name: string): Tensor {
   return out;
 }
 
-/** Assembles a lower block-triangular n×n matrix from its three blocks. */
+/** Assembles a lower block-triangular n×n matrix (or stack) from its three blocks. */
 function assemble(b11: Tensor, b21: Tensor, b22: Tensor, name: string): Tensor {
-  const h = b11.shape[0], n = h + b22.shape[0];
-  const out = Tensor.emptySync(b11.rt, [n, n], "f32", name);
+  const h = dims(b11)[1], n = h + dims(b22)[1];
+  const out = stackLike(b11, n, n, name);
   copyBlock(b11, 0, 0, out, 0, 0, h, h);
   copyBlock(b21, 0, 0, out, h, 0, n - h, h);
   copyBlock(b22, 0, 0, out, h, h, n - h, n - h);
@@ -538,47 +576,11 @@ function batchedWgSize(rt: Runtime, n: number, k: number, refine: number): numbe
   return null;
 }
 
-/** Solves the `b` systems of {@link batchedSpdSolve} one at a time with {@link spdSolve}. */
-async function solveEach(
-  Ms: Tensor,
-  Bs: Tensor,
-  X: Tensor,
-  b: number,
-  n: number,
-  k: number,
-  opts: BatchedSpdSolveOptions,
-): Promise<Tensor> {
-  const name = opts.name ?? Ms.name;
-  const rt = Ms.rt;
-  try {
-    for (let s = 0; s < b; s++) {
-      const M = Tensor.emptySync(rt, [n, n], "f32", `${name} (system ${s} of ${b})`);
-      const B = Tensor.emptySync(rt, [n, k], "f32", `${name}:rhs ${s}`);
-      try {
-        M.copyFrom(Ms, s * n * n, 0, n * n);
-        B.copyFrom(Bs, s * n * k, 0, n * k);
-        const x = await spdSolve(M, B, {
-          damp: opts.damp,
-          name: M.name,
-          maxRefine: opts.maxRefine,
-        });
-        X.copyFrom(x, 0, s * n * k, n * k);
-        x.dispose();
-      } finally {
-        M.dispose();
-        B.dispose();
-      }
-    }
-    return X;
-  } catch (e) {
-    X.dispose();
-    throw e;
-  }
-}
-
-/** A fresh status buffer: [first failing pivot, its value bits, σ bits, spare]. */
-function newStatus(rt: Runtime, name: string): Tensor {
-  return Tensor.fromSync(rt, new Uint32Array([NO_FAILURE, 0, 0, 0]), [4], "u32", `${name}:status`);
+/** A fresh status buffer, per matrix s: [first failing pivot, its value bits, σ bits, spare]. */
+function newStatus(rt: Runtime, name: string, batch = 1): Tensor {
+  const words = new Uint32Array(4 * batch);
+  for (let s = 0; s < batch; s++) words[4 * s] = NO_FAILURE;
+  return Tensor.fromSync(rt, words, [4 * batch], "u32", `${name}:status`);
 }
 
 /** Splits n > NB into a leading part that is a multiple of NB (about half). */
@@ -587,8 +589,10 @@ function splitPoint(n: number): number {
 }
 
 /**
- * Recursive Cholesky (mode "chol") or lower-triangular inverse (mode "inv", input already L).
- * Returns L and, when `wantInv`, L⁻¹. Inputs are never modified. Pivots are numbered from `base`.
+ * Recursive Cholesky (mode "chol") or lower-triangular inverse (mode "inv", input already L) of
+ * a matrix or of every matrix of a stack `[b, n, n]` (batched GEMMs, one leaf workgroup per
+ * matrix). Returns L and, when `wantInv`, L⁻¹. Inputs are never modified. Pivots are numbered
+ * from `base`.
  */
 function factorRec(
   A: Tensor,
@@ -598,15 +602,15 @@ function factorRec(
   wantInv: boolean,
 ): { L: Tensor; Li: Tensor | null } {
   const rt = A.rt;
-  const n = A.shape[0];
+  const [b, n] = dims(A);
   if (n <= NB) {
-    const L = Tensor.emptySync(rt, [n, n], "f32", "cholesky:L");
-    const Li = Tensor.emptySync(rt, [n, n], "f32", "cholesky:Linv");
+    const L = stackLike(A, n, n, "cholesky:L");
+    const Li = stackLike(A, n, n, "cholesky:Linv");
     rt.dispatch(
-      rt.kernel(`linalg_leaf_wg${wgSize(rt)}`, leafSource(wgSize(rt))),
+      rt.kernel(`linalg_leaf_stack_wg${wgSize(rt)}`, leafSource(wgSize(rt))),
       [A.range(), L.range(), Li.range(), status.range()],
       packParams(n, base, mode === "chol" ? 0 : 1, 0),
-      [1],
+      [b],
     );
     if (!wantInv) {
       Li.dispose();
@@ -654,70 +658,97 @@ function inverseFactor(A: Tensor, status: Tensor, mode: "chol" | "inv"): Tensor 
   return Li!;
 }
 
-/** The symmetric matrix defined by the lower triangle of M (what the factorisation sees). */
+/** The symmetric matrix (or stack) defined by the lower triangle of M (what the factorisation sees). */
 function symmetricFromLower(M: Tensor, name: string): Tensor {
-  const n = M.shape[0];
-  const out = Tensor.emptySync(M.rt, [n, n], "f32", name);
+  const [b, n] = dims(M);
+  const out = stackLike(M, n, n, name);
   M.rt.dispatch(
-    M.rt.kernel("linalg_mirror_lower", MIRROR_LOWER),
+    M.rt.kernel("linalg_mirror_lower_stack", MIRROR_LOWER),
     [M.range(), out.range()],
     packParams(n, 0, 0, 0),
-    [Math.ceil(n / 16), Math.ceil(n / 16)],
+    [Math.ceil(n / 16), Math.ceil(n / 16), b],
   );
   return out;
 }
 
-/** A damped copy of M (σ = λ·mean diag M, stored in status[2]); a plain copy when λ = 0. */
+/**
+ * A damped copy of M or of each matrix s of a stack (σ_s = λ·mean diag M_s, stored in
+ * status[4s + 2]); a plain copy when λ = 0.
+ */
 function dampedCopy(M: Tensor, damp: number, status: Tensor, name: string): Tensor {
-  const n = M.shape[0];
+  const [b, n] = dims(M);
   const Md = M.clone(`${name}:damped`);
   if (damp !== 0) {
     M.rt.dispatch(
-      M.rt.kernel("linalg_damp", DAMP),
+      M.rt.kernel("linalg_damp_stack", DAMP),
       [Md.range(), status.range()],
-      packParams(n, 1, 0, 0, f32(damp), f32(0), f32(0), f32(0)),
-      [1],
+      packParams(n, b, 0, 0, f32(damp), f32(0), f32(0), f32(0)),
+      [b],
     );
   }
   return Md;
 }
 
-/** Reads the status buffer and throws {@link NotPositiveDefiniteError} on a failed pivot. */
+/**
+ * Reads the status buffer and throws {@link NotPositiveDefiniteError} on the first matrix with a
+ * failed pivot (naming the system when there are several).
+ */
 async function checkStatus(status: Tensor, name: string, damp: number): Promise<void> {
   const s = await status.readU32();
-  if (s[0] !== NO_FAILURE) {
-    const value = new Float32Array(new Uint32Array([s[1]]).buffer)[0];
-    throw new NotPositiveDefiniteError(name, s[0], damp, value);
+  const batch = s.length / 4;
+  for (let z = 0; z < batch; z++) {
+    if (s[4 * z] !== NO_FAILURE) {
+      const value = new Float32Array(new Uint32Array([s[4 * z + 1]]).buffer)[0];
+      const detail = batch > 1 ? ` (system ${z} of ${batch})` : "";
+      throw new NotPositiveDefiniteError(name, s[4 * z], damp, value, detail);
+    }
   }
 }
 
-/** R = B − M·X − σ·X in double-f32 (B = I when `B` is null; σ from status[2] when damped). */
+/**
+ * R = B − M·X − σ·X in double-f32 (B = I when `B` is null; σ from the status when damped), for
+ * one system or a stack (M `[b, n, n]`, X and B `[b, n, k]`).
+ */
 function residual(M: Tensor, X: Tensor, B: Tensor | null, status: Tensor, damped: boolean): Tensor {
   const rt = M.rt;
-  const n = M.shape[0], k = X.cols;
-  const R = Tensor.emptySync(rt, [n, k], "f32", "spd:residual");
+  const [b, n] = dims(M), k = X.cols;
+  const R = stackLike(X, n, k, "spd:residual");
+  const shape = residualShape(k);
   rt.dispatch(
-    rt.kernel(`linalg_residual_r${RES_ROWS}c${4 * RES_CV}`, residualSource()),
+    rt.kernel(`linalg_residual_stack_r${shape.rows}c${4 * shape.cv}`, residualSource(shape)),
     [M.range(), X.range(), (B ?? X).range(), status.range(), R.range()],
     packParams(n, k, B ? 0 : 1, damped ? 1 : 0, f32(1), f32(0), f32(0), f32(0)),
-    [Math.ceil(k / (32 * RES_CV)), Math.ceil(n / (8 * RES_ROWS))],
+    [Math.ceil(k / (32 * shape.cv)), Math.ceil(n / (8 * shape.rows)), b],
   );
   return R;
 }
 
-/** Records stats = [‖C‖², ‖X‖²] (reductions of kernels/reduce.ts; read once by the caller). */
+/**
+ * Records stats = [‖C_s‖², ‖X_s‖² for each matrix s] (reductions of kernels/reduce.ts over
+ * `[b, ·]` views; read once by the caller).
+ */
 function recordSquares(C: Tensor, X: Tensor, stats: Tensor): void {
-  const c = reduce(C, "sumsq"), x = reduce(X, "sumsq");
-  stats.copyFrom(c, 0, 0, 1);
-  stats.copyFrom(x, 0, 1, 1);
-  c.dispose();
-  x.dispose();
+  const b = stats.size / 2;
+  for (const [t, at] of [[C, 0], [X, b]] as const) {
+    const view = t.reshape([b, t.size / b]);
+    const sq = reduce(view, "sumsq", "rows");
+    stats.copyFrom(sq, 0, at, b);
+    view.dispose();
+    sq.dispose();
+  }
 }
 
-/** The relative correction ‖C‖/‖X‖ recorded by {@link recordSquares} (one read-back). */
+/** The largest relative correction ‖C_s‖/‖X_s‖ recorded by {@link recordSquares} (one read-back). */
 async function readRatio(stats: Tensor): Promise<number> {
-  const [c, x] = await stats.read();
-  return Math.sqrt(c / (x || 1));
+  const v = await stats.read();
+  const b = v.length / 2;
+  let worst = 0;
+  for (let s = 0; s < b; s++) {
+    const r = Math.sqrt(v[s] / (v[b + s] || 1));
+    if (Number.isNaN(r)) return NaN;
+    worst = Math.max(worst, r);
+  }
+  return worst;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1049,7 +1080,7 @@ export async function spdSolve(M: Tensor, B: Tensor, opts: SpdSolveOptions = {})
       throw new GpuError(op, `right-hand side [${B.shape}] does not match the ${n}×${n} matrix`);
     }
     const damp = opts.damp ?? 0;
-    const X = await solveRefined(M, B2, damp, opts.maxRefine ?? 12, name);
+    const X = await solveRefined(M, B2, damp, opts.maxRefine ?? 12, name, `spdSolve(${name})`);
     if (!vector) return X;
     const x = X.reshape([n], X.name);
     X.dispose();
@@ -1059,18 +1090,25 @@ export async function spdSolve(M: Tensor, B: Tensor, opts: SpdSolveOptions = {})
   }
 }
 
+/**
+ * Solves `M_d·X = B` for one system (M `[n, n]`, B `[n, k]`) or a stack (M `[b, n, n]`, B
+ * `[b, n, k]`): blocked Cholesky giving L⁻¹ (batched GEMMs), X = L⁻ᵀ·L⁻¹·B, then refinement
+ * with the double-f32 residual until every system's relative correction is below SOLVE_TOL
+ * (one small read-back per step). `op` names the caller in errors.
+ */
 async function solveRefined(
   M: Tensor,
   B: Tensor,
   damp: number,
   maxSteps: number,
   name: string,
+  op: string,
 ): Promise<Tensor> {
   const rt = M.rt;
-  const n = M.shape[0];
+  const [b, n] = dims(M);
   if (n === 0 || B.size === 0) return Tensor.emptySync(rt, B.shape, "f32", `${name}:solution`);
-  const status = newStatus(rt, name);
-  const stats = Tensor.emptySync(rt, [2], "f32", `${name}:stats`);
+  const status = newStatus(rt, name, b);
+  const stats = Tensor.emptySync(rt, [2 * b], "f32", `${name}:stats`);
   let Li: Tensor | null = null;
   const Ms = symmetricFromLower(M, `${name}:symmetric`);
   try {
@@ -1081,9 +1119,11 @@ async function solveRefined(
       Md.dispose();
     }
     await checkStatus(status, name, damp);
+    // Few right-hand sides: narrow register blocks (the default 16-wide ones would be idle).
+    const config = rt.adapter.isSoftware && B.cols <= 4 ? { rows: 16, cols: 4 } : undefined;
     const apply = (R: Tensor): Tensor => {
-      const Y = matmul(Li!, R);
-      const D = matmul(Li!, Y, { transA: true });
+      const Y = matmul(Li!, R, { config });
+      const D = matmul(Li!, Y, { transA: true, config });
       Y.dispose();
       return D;
     };
@@ -1099,13 +1139,11 @@ async function solveRefined(
       const rho = await readRatio(stats);
       if (!Number.isFinite(rho)) {
         X.dispose();
-        throw new GpuError(`spdSolve(${name})`, "refinement produced a non-finite correction");
+        throw new GpuError(op, "refinement produced a non-finite correction");
       }
       if (rho < SOLVE_TOL) break;
       if (step > 1 && rho > 0.7 * prev) {
-        console.warn(
-          `spdSolve(${name}): refinement stalled at relative correction ${rho.toExponential(2)}`,
-        );
+        console.warn(`${op}: refinement stalled at relative correction ${rho.toExponential(2)}`);
         break;
       }
       prev = rho;
@@ -1332,24 +1370,32 @@ export async function batchedSpdSolve(
   const X = Tensor.emptySync(rt, Bs.shape, "f32", `${name}:solution`);
   if (b === 0 || n === 0 || k === 0) return X;
   const damp = opts.damp ?? 0;
+  const maxRefine = opts.maxRefine ?? 10;
+  const wg = batchedWgSize(rt, n, k, maxRefine);
+  if (wg === null) {
+    // Too large for one workgroup per system on this adapter: all systems at once through the
+    // blocked path (batched GEMMs, one leaf workgroup per system and leaf).
+    X.dispose();
+    const B3 = Bs.shape.length === 2 ? Bs.reshape([b, n, 1]) : Bs;
+    try {
+      const Y = await solveRefined(Ms, B3, damp, maxRefine, name, op);
+      if (B3 === Bs) return Y;
+      const y = Y.reshape(Bs.shape, Y.name);
+      Y.dispose();
+      return y;
+    } finally {
+      if (B3 !== Bs) B3.dispose();
+    }
+  }
   const W = Tensor.emptySync(rt, [b, n, n], "f32", `${name}:factors`);
   const R = Tensor.emptySync(rt, [b, n, k], "f32", `${name}:residuals`);
   const status = Tensor.fromSync(rt, new Uint32Array(2 * b), [2 * b], "u32", `${name}:status`);
   try {
     const groups = b <= 65535 ? [b, 1] : [65535, Math.ceil(b / 65535)];
-    const wg = batchedWgSize(rt, n, k, opts.maxRefine ?? 10);
-    if (wg === null) {
-      // Too large for one workgroup per system on this adapter: solve the systems one by one
-      // with the blocked path (one read-back each).
-      W.dispose();
-      R.dispose();
-      status.dispose();
-      return await solveEach(Ms, Bs, X, b, n, k, opts);
-    }
     rt.dispatch(
       rt.kernel(`linalg_batched_spd_solve_wg${wg}`, batchedSource(wg)),
       [Ms.range(), Bs.range(), W.range(), X.range(), R.range(), status.range()],
-      packParams(n, k, b, opts.maxRefine ?? 10, f32(damp), f32(1), f32(0), f32(0)),
+      packParams(n, k, b, maxRefine, f32(damp), f32(1), f32(0), f32(0)),
       [groups[0], groups[1]],
     );
     const st = await status.readU32();
