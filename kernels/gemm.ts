@@ -121,7 +121,7 @@ const SCALAR: GemmConfig = { rows: 4, cols: 4, wgX: 8, wgY: 8, kChunk: 1024, til
  * Chooses the GEMM configuration for a product of the given size on the runtime's adapter.
  * Software adapters get 16×16 vec4 register blocks without workgroup memory for products of
  * at least 2¹⁸ multiply-adds (4×16 when M ≤ 4), and a small scalar 4×4 block below that (cheap
- * to compile); real GPUs get 8×8 vec4 blocks in 8×8 workgroups (the workgroup-memory tiled
+ * to compile); real GPUs get 4×4 vec4 blocks in 16×16 workgroups (the workgroup-memory tiled
  * family stays available through `config.tileK`).
  *
  * @param rt the runtime (its adapter decides the family)
@@ -140,11 +140,15 @@ export function gemmConfig(rt: Runtime, M: number, N: number, K: number): GemmCo
     }
     return { rows: M <= 4 ? 4 : 16, cols: 16, wgX: 8, wgY: 8, kChunk: 256, tileK: 0, vec: true };
   }
-  // Real GPUs: measured on an NVIDIA H200 (bench/tune_gemm.ts, n = 4096), 8×8 vec4 register
-  // blocks in 8×8 workgroups reading through the caches beat every workgroup-memory tiling of
-  // this generator: 7.0 / 7.8 TFLOP/s (NN / TN) against 4.9 / 4.2 for 4×4 blocks in 16×16 tiles.
+  // Real GPUs: measured on an NVIDIA H200 (bench/tune_gemm.ts, n = 4096), vec4 register blocks
+  // reading through the caches beat every workgroup-memory tiling of this generator. 8×8 blocks
+  // in 8×8 workgroups were fastest there (7.0 / 7.8 TFLOP/s NN / TN), 4×4 blocks in 16×16
+  // workgroups close behind (6.9 / 6.8; 4.9 / 4.2 for the tiled 4×4). Model-sized products
+  // (2048×768 outputs: a few hundred 64×64 tiles) have 4× more threads with the latter to fill
+  // the GPU; after a switch to 8×8 blocks the OPT-125m forward pass measured 5,150 tokens/s
+  // against 6,600 before, so the default is 4×4 in 16×16 (not yet re-measured on the H200).
   if (M * N * K < 1 << 18) return { ...SCALAR, kChunk: 1 << 30 };
-  return { rows: M <= 4 ? 4 : 8, cols: 8, wgX: 8, wgY: 8, kChunk: 1 << 30, tileK: 0, vec: true };
+  return { rows: 4, cols: 4, wgX: 16, wgY: 16, kChunk: 1 << 30, tileK: 0, vec: true };
 }
 
 function variantKey(v: Variant): string {
