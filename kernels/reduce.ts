@@ -214,8 +214,20 @@ function longRows(t: Tensor, R: number, C: number, op: AnyOp, out: Tensor): void
 function columns(src: Tensor, R: number, C: number, op: AnyOp, firstPass: boolean): Tensor {
   const rt = src.rt;
   const type = info(op).type;
-  let block = 256;
+  // Rows per block: 256, fewer when 256 rows of C columns exceed one binding (each window of
+  // the dispatch loop below holds whole blocks, so a block must fit one binding).
+  const fit = Math.floor(limitElems(rt) / C);
+  if (fit < 1) {
+    throw new GpuError(
+      `reduce(${src.name}, cols)`,
+      `a row of ${src} is larger than one storage binding (${rt.maxBinding} bytes)`,
+    );
+  }
+  let block = Math.min(256, fit);
   while (Math.ceil(R / block) > 65535) block *= 2;
+  if (block > fit) {
+    throw new GpuError(`reduce(${src.name}, cols)`, `${src} has too many rows for its row length`);
+  }
   const nb = Math.max(1, Math.ceil(R / block));
   const dst = new Tensor(rt, nb > 1 ? [nb, C] : [C], type === "f32" ? "f32" : "u32", "reduce_cols");
   const k = colKernel(rt, op, firstPass);

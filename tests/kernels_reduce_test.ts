@@ -100,3 +100,18 @@ Deno.test("countZeros() and countNonFinite() stay exact past 2²⁴ (u32 sums in
   assert.equal((await countNonFinite(X).readU32())[0], 2);
   X.dispose();
 });
+
+Deno.test("reduce(cols) of a short, wide matrix larger than one binding (blocks under 256 rows)", async () => {
+  const rt = await gpu();
+  const R = 17, C = Math.ceil(rt.maxBinding / 4 / R) + 5;
+  const x = new Float32Array(R * C);
+  for (let i = 0; i < x.length; i++) x[i] = (i % 7) - 3 + Math.floor(i / C);
+  const X = await Tensor.from(x, [R, C]);
+  const got = await reduce(X, "sum", "cols").read();
+  for (const c of [0, 1, 12345, C >> 1, C - 1]) {
+    let want = 0;
+    for (let r = 0; r < R; r++) want += x[r * C + c];
+    assert.equal(got[c], want, `column ${c}`);
+  }
+  X.dispose();
+});
