@@ -589,73 +589,161 @@ function splitPoint(n: number): number {
 }
 
 /**
- * Recursive Cholesky (mode "chol") or lower-triangular inverse (mode "inv", input already L) of
- * a matrix or of every matrix of a stack `[b, n, n]` (batched GEMMs, one leaf workgroup per
- * matrix). Returns L and, when `wantInv`, L⁻¹. Inputs are never modified. Pivots are numbered
- * from `base`.
+ * A lower-triangular factor kept as the tree of its recursive 2×2 blocking: a leaf holds its
+ * block and the block's inverse; a node holds the two diagonal sub-trees and the full block
+ * below the diagonal. Every tensor may be a stack `[b, ·, ·]` (one factor per system).
  */
-function factorRec(
-  A: Tensor,
-  base: number,
-  status: Tensor,
-  mode: "chol" | "inv",
-  wantInv: boolean,
-): { L: Tensor; Li: Tensor | null } {
+type Factor =
+  | { kind: "leaf"; n: number; L: Tensor; Li: Tensor }
+  | { kind: "node"; n: number; h: number; t11: Factor; L21: Tensor; t22: Factor; Li?: Tensor };
+
+/** Frees every tensor of a factor tree. */
+function disposeFactor(f: Factor): void {
+  if (f.kind === "leaf") {
+    f.L.dispose();
+    f.Li.dispose();
+  } else {
+    disposeFactor(f.t11);
+    f.L21.dispose();
+    disposeFactor(f.t22);
+    f.Li?.dispose();
+  }
+}
+
+/**
+ * One leaf (≤ NB) in one workgroup per matrix of the stack: mode "chol" factors `A`, mode "inv"
+ * takes `A`'s lower triangle as L; both give L and L⁻¹. Pivots are numbered from `base`.
+ */
+function leafFactor(A: Tensor, base: number, status: Tensor, mode: "chol" | "inv"): Factor {
   const rt = A.rt;
   const [b, n] = dims(A);
-  if (n <= NB) {
-    const L = stackLike(A, n, n, "cholesky:L");
-    const Li = stackLike(A, n, n, "cholesky:Linv");
-    rt.dispatch(
-      rt.kernel(`linalg_leaf_stack_wg${wgSize(rt)}`, leafSource(wgSize(rt))),
-      [A.range(), L.range(), Li.range(), status.range()],
-      packParams(n, base, mode === "chol" ? 0 : 1, 0),
-      [b],
-    );
-    if (!wantInv) {
-      Li.dispose();
-      return { L, Li: null };
-    }
-    return { L, Li };
-  }
+  const L = stackLike(A, n, n, "cholesky:L");
+  const Li = stackLike(A, n, n, "cholesky:Linv");
+  rt.dispatch(
+    rt.kernel(`linalg_leaf_stack_wg${wgSize(rt)}`, leafSource(wgSize(rt))),
+    [A.range(), L.range(), Li.range(), status.range()],
+    packParams(n, base, mode === "chol" ? 0 : 1, 0),
+    [b],
+  );
+  return { kind: "leaf", n, L, Li };
+}
+
+/**
+ * Recursive Cholesky of a matrix or of every matrix of a stack `[b, n, n]`: `L11` of the leading
+ * block, `L21 = A21·L11⁻ᵀ` by {@link solveRightT}, `S = A22 − L21·L21ᵀ` (one symmetric GEMM),
+ * `L22` of S. About n³/6 multiply-adds, nearly all in GEMMs; the leaves (≤ 64) run in one
+ * workgroup each. Pivots are numbered from `base`; the input is not modified.
+ */
+function choleskyTree(A: Tensor, base: number, status: Tensor): Factor {
+  const n = dims(A)[1];
+  if (n <= NB) return leafFactor(A, base, status, "chol");
   const h = splitPoint(n), m = n - h;
   const A11 = block(A, 0, 0, h, h);
-  const A21 = block(A, h, 0, m, h);
-  const A22 = block(A, h, h, m, m);
-  const f1 = factorRec(A11, base, status, mode, true);
+  const t11 = choleskyTree(A11, base, status);
   A11.dispose();
-  let L21: Tensor;
-  if (mode === "chol") {
-    L21 = matmul(A21, f1.Li!, { transB: true, name: "cholesky:L21" });
-    matmul(L21, L21, { transB: true, alpha: -1, beta: 1, out: A22 });
-    A21.dispose();
-  } else {
-    L21 = A21;
-  }
-  const f2 = factorRec(A22, base + h, status, mode, wantInv);
+  const A21 = block(A, h, 0, m, h);
+  const L21 = solveRightT(A21, t11);
+  A21.dispose();
+  const A22 = block(A, h, h, m, m);
+  matmul(L21, L21, { transB: true, alpha: -1, beta: 1, out: A22 });
+  const t22 = choleskyTree(A22, base + h, status);
   A22.dispose();
-  const L = assemble(f1.L, L21, f2.L, "cholesky:L");
-  let Li: Tensor | null = null;
-  if (wantInv) {
-    const T = matmul(L21, f1.Li!, { name: "cholesky:T" });
-    const Li21 = matmul(f2.Li!, T, { alpha: -1, name: "cholesky:Li21" });
-    Li = assemble(f1.Li!, Li21, f2.Li!, "cholesky:Linv");
-    T.dispose();
-    Li21.dispose();
-    f2.Li!.dispose();
+  return { kind: "node", n, h, t11, L21, t22 };
+}
+
+/** The factor tree of a given lower triangle (its leaves inverted in one workgroup each). */
+function lowerTree(L: Tensor, status: Tensor): Factor {
+  const n = dims(L)[1];
+  if (n <= NB) return leafFactor(L, 0, status, "inv");
+  const h = splitPoint(n), m = n - h;
+  const L11 = block(L, 0, 0, h, h);
+  const t11 = lowerTree(L11, status);
+  L11.dispose();
+  const L22 = block(L, h, h, m, m);
+  const t22 = lowerTree(L22, status);
+  L22.dispose();
+  return { kind: "node", n, h, t11, L21: block(L, h, 0, m, h), t22 };
+}
+
+/**
+ * X = B·L⁻ᵀ (solves X·Lᵀ = B) for B `[m, n]` and the factor tree of L: recursive on the columns
+ * of B, `X1 = B1·L11⁻ᵀ`, `X2 = (B2 − X1·L21ᵀ)·L22⁻ᵀ`; leaves multiply by their inverse. About
+ * m·n²/2 multiply-adds.
+ */
+function solveRightT(B: Tensor, f: Factor): Tensor {
+  if (f.kind === "leaf" || f.n <= SOLVE_BLOCK) {
+    return matmul(B, inverseOf(f), { transB: true, name: "cholesky:L21" });
   }
-  f1.L.dispose();
-  f1.Li!.dispose();
-  f2.L.dispose();
-  L21.dispose();
-  return { L, Li };
+  const m = dims(B)[1], h = f.h, r = f.n - h;
+  const B1 = block(B, 0, 0, m, h);
+  const X1 = solveRightT(B1, f.t11);
+  B1.dispose();
+  const B2 = block(B, 0, h, m, r);
+  matmul(X1, f.L21, { transB: true, alpha: -1, beta: 1, out: B2 });
+  const X2 = solveRightT(B2, f.t22);
+  B2.dispose();
+  const X = stackLike(B, m, f.n, "cholesky:L21");
+  copyBlock(X1, 0, 0, X, 0, 0, m, h);
+  copyBlock(X2, 0, 0, X, 0, h, m, r);
+  X1.dispose();
+  X2.dispose();
+  return X;
+}
+
+/** The factor as one lower-triangular matrix (or stack), zeros above the diagonal. */
+function factorMatrix(f: Factor): Tensor {
+  if (f.kind === "leaf") return f.L.clone("cholesky:L");
+  const L = stackLike(f.L21, f.n, f.n, "cholesky:L");
+  // Every piece is copied once, straight to its place.
+  const place = (g: Factor, o: number): void => {
+    if (g.kind === "leaf") {
+      copyBlock(g.L, 0, 0, L, o, o, g.n, g.n);
+      return;
+    }
+    place(g.t11, o);
+    copyBlock(g.L21, 0, 0, L, o + g.h, o, g.n - g.h, g.h);
+    place(g.t22, o + g.h);
+  };
+  place(f, 0);
+  return L;
+}
+
+/**
+ * Factors up to this size are applied in {@link solveRightT} through their explicit inverse (one
+ * GEMM; the inverse costs n³/3): narrower recursion costs more in dispatches and copies than the
+ * multiply-adds it saves on the software adapter.
+ */
+const SOLVE_BLOCK = 256;
+
+/**
+ * L⁻¹ of a factor tree, kept in the tree (computed once): `[[L11⁻¹, 0], [−L22⁻¹·L21·L11⁻¹,
+ * L22⁻¹]]`, recursively (two GEMMs per node, about n³/3 multiply-adds in all). Owned by the tree.
+ */
+function inverseOf(f: Factor): Tensor {
+  if (f.kind === "leaf") return f.Li;
+  if (f.Li) return f.Li;
+  const P = inverseOf(f.t11), R = inverseOf(f.t22);
+  const T = matmul(f.L21, P, { name: "cholesky:T" });
+  const Li21 = matmul(R, T, { alpha: -1, name: "cholesky:Li21" });
+  T.dispose();
+  f.Li = assemble(P, Li21, R, "cholesky:Linv");
+  Li21.dispose();
+  return f.Li;
+}
+
+/** L⁻¹ of a factor tree as a tensor of its own (the tree keeps its copy). */
+function factorInverse(f: Factor): Tensor {
+  return inverseOf(f).clone("cholesky:Linv");
 }
 
 /** L⁻¹ of the Cholesky factor of A (mode "chol") or of the lower triangle of A (mode "inv"). */
 function inverseFactor(A: Tensor, status: Tensor, mode: "chol" | "inv"): Tensor {
-  const { L, Li } = factorRec(A, 0, status, mode, true);
-  L.dispose();
-  return Li!;
+  const f = mode === "chol" ? choleskyTree(A, 0, status) : lowerTree(A, status);
+  try {
+    return factorInverse(f);
+  } finally {
+    disposeFactor(f);
+  }
 }
 
 /** The symmetric matrix (or stack) defined by the lower triangle of M (what the factorisation sees). */
@@ -791,7 +879,9 @@ export async function cholesky(M: Tensor, opts: CholeskyOptions = {}): Promise<T
   if (n === 0) return Tensor.emptySync(M.rt, [0, 0], "f32", `${name}:L`);
   const status = newStatus(M.rt, name);
   try {
-    const { L } = factorRec(M, 0, status, "chol", false);
+    const f = choleskyTree(M, 0, status);
+    const L = factorMatrix(f);
+    disposeFactor(f);
     try {
       await checkStatus(status, name, 0);
     } catch (e) {
