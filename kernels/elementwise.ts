@@ -109,7 +109,7 @@ export function map(
   inputs.forEach((t, k) => {
     const nm = NAMES[k];
     if (alias[k]) {
-      loads.push(`let ${nm} = out_[i];`);
+      loads.push(`let ${nm} = out_[li];`);
       return;
     }
     bindingsDecl.push(
@@ -117,7 +117,7 @@ export function map(
     );
     bi++;
     loads.push(
-      full[k] ? `let ${nm} = in_${nm}[i];` : `let ${nm} = in_${nm}[(p.base + i) % p.len_${nm}];`,
+      full[k] ? `let ${nm} = in_${nm}[li];` : `let ${nm} = in_${nm}[i % p.len_${nm}];`,
     );
   });
   const wgsl = `
@@ -127,12 +127,14 @@ struct P { n: u32, base: u32, len_a: u32, len_b: u32, len_c: u32, len_d: u32, pa
 @group(0) @binding(${bi}) var<uniform> p: P;
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
-  let i = gid.x + gid.y * nw.x * ${WG}u;
-  if (i >= p.n) { return; }
+  // li: index within this chunk's bindings; i: the global element index the expression sees.
+  let li = gid.x + gid.y * nw.x * ${WG}u;
+  if (li >= p.n) { return; }
+  let i = p.base + li;
   let s0 = p.s0; let s1 = p.s1; let s2 = p.s2; let s3 = p.s3;
-  let o = out_[i];
+  let o = out_[li];
   ${loads.join("\n  ")}
-  out_[i] = ${expr};
+  out_[li] = ${expr};
 }`;
   const kernel = rt.kernel(key, wgsl);
   const chunk = chunkElems(rt);

@@ -58,10 +58,14 @@ Deno.test("map() splits a tensor larger than one storage binding into chunks", a
   const x = new Float32Array(n);
   for (let i = 0; i < n; i++) x[i] = i % 1024;
   const X = await Tensor.from(x);
-  const Y = map("a * 2.0 + s0", [X], [1]);
-  for (const i of [0, chunk - 1, chunk, n - 1]) {
-    assert.equal(await Y.item(i), 2 * (i % 1024) + 1, `element ${i}`);
+  // `i` is the global element index in every chunk; a broadcast input follows it too.
+  const B = await Tensor.from([0, 100, 200]);
+  const Y = map("a * 2.0 + s0 + f32(i % 7u) + b", [X, B], [1]);
+  for (const i of [0, 5, chunk - 1, chunk, chunk + 1, n - 1]) {
+    const want = 2 * (i % 1024) + 1 + (i % 7) + 100 * (i % 3);
+    assert.equal(await Y.item(i), want, `element ${i}`);
   }
+  B.dispose();
   X.dispose();
   Y.dispose();
 });
