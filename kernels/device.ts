@@ -141,14 +141,8 @@ export class Runtime {
   readonly device: GPUDevice;
   /** The adapter facts. */
   readonly adapter: AdapterFacts;
-  /**
-   * The largest storage binding kernels use, in bytes: the device's
-   * `maxStorageBufferBindingSize`, or less when the environment variable
-   * `LLM_SURGEON_MAX_BINDING` (bytes) asks for less. The test task sets 128 MiB, the software
-   * adapter's limit, so the tests of tensors larger than one binding stay the same size on GPUs
-   * whose limit is 2–4 GiB.
-   */
-  readonly maxBinding: number;
+  /** See {@link Runtime.maxBinding}. */
+  #maxBinding: number;
   /** `minStorageBufferOffsetAlignment` of the device, in bytes. */
   readonly offsetAlign: number;
 
@@ -170,11 +164,49 @@ export class Runtime {
   constructor(device: GPUDevice, adapter: AdapterFacts) {
     this.device = device;
     this.adapter = adapter;
-    this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, bindingCap());
+    this.#maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, bindingCap());
     this.offsetAlign = device.limits.minStorageBufferOffsetAlignment;
     device.lost.then((info) => {
       this.#lost = new GpuError("device", `GPU device lost (${info.reason}): ${info.message}`);
     });
+  }
+
+  /**
+   * The largest storage binding kernels use, in bytes: the device's
+   * `maxStorageBufferBindingSize`, or less when the environment variable
+   * `LLM_SURGEON_MAX_BINDING` (bytes) asks for less. The test task sets 128 MiB, the software
+   * adapter's limit, so the tests of tensors larger than one binding stay the same size on GPUs
+   * whose limit is 2–4 GiB.
+   */
+  get maxBinding(): number {
+    return this.#maxBinding;
+  }
+
+  /**
+   * Lowers {@link maxBinding} until the returned function is called, so that tests can run the
+   * paths for tensors larger than one binding at small sizes. Kernels read the limit when they
+   * record work, so the change applies to work recorded in between.
+   *
+   * @param bytes the new limit: a positive multiple of 256, at most the current one
+   * @returns a function that restores the previous limit
+   * @example Usage
+   * ```ts ignore
+   * const restore = (await gpu()).limitBinding(1 << 20); // 1 MiB bindings
+   * try { … } finally { restore(); }
+   * ```
+   */
+  limitBinding(bytes: number): () => void {
+    if (!Number.isInteger(bytes) || bytes <= 0 || bytes % 256 !== 0 || bytes > this.#maxBinding) {
+      throw new GpuError(
+        "limitBinding",
+        `the limit must be a positive multiple of 256 bytes, at most ${this.#maxBinding}; got ${bytes}`,
+      );
+    }
+    const previous = this.#maxBinding;
+    this.#maxBinding = bytes;
+    return () => {
+      this.#maxBinding = previous;
+    };
   }
 
   /** Bytes currently held by live buffers created through {@link createBuffer}. */

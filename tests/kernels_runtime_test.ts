@@ -81,3 +81,26 @@ fn main() { b[0] = a[0] + f32(p.n); }`,
   a.dispose();
   await rt.sync();
 });
+
+Deno.test("limitBinding() lowers the binding limit until restored, so split paths run at small sizes", async () => {
+  const rt = await gpu();
+  const before = rt.maxBinding;
+  const x = await Tensor.from(Float32Array.from({ length: 300_000 }, (_, i) => i % 1000));
+  const restore = rt.limitBinding(1 << 18); // 256 KiB: the 1.2 MB tensor needs 5 chunks
+  try {
+    assert.equal(rt.maxBinding, 1 << 18);
+    assert.throws(() => x.range(), /exceeds maxStorageBufferBindingSize/);
+    const y = map("a + f32(i % 3u)", [x]);
+    for (const i of [0, 65535, 65536, 131071, 299_999]) {
+      assert.equal(await y.item(i), (i % 1000) + (i % 3), `element ${i}`);
+    }
+    y.dispose();
+    assert.throws(() => rt.limitBinding(before * 2), /at most/);
+    assert.throws(() => rt.limitBinding(1000), /multiple of 256/);
+  } finally {
+    restore();
+  }
+  assert.equal(rt.maxBinding, before);
+  x.range(); // fits again
+  x.dispose();
+});
