@@ -235,8 +235,20 @@ fn prodErr(p: f32, a: vec2f, b: vec2f) -> f32 {
  * Rows and vec4 column groups of R per invocation of the residual kernel: 8 × 2 for many
  * right-hand sides (an inverse), 16 × 1 for a few (solves), where wider blocks would be idle.
  */
-function residualShape(k: number): { rows: number; cv: number } {
-  return k > 4 ? { rows: 8, cv: 2 } : { rows: 16, cv: 1 };
+function residualShape(k: number): ResidualShape {
+  if (k > 32) return { rows: 8, cv: 2, wx: 8, wy: 8 };
+  // Lanes over rows when there are few columns: idle column lanes would waste SIMD width.
+  if (k <= 4) return { rows: 16, cv: 1, wx: 1, wy: 64 };
+  const wx = 2 ** Math.ceil(Math.log2(Math.ceil(k / 4))); // 2, 4 or 8 lanes over columns
+  return { rows: 8, cv: 1, wx, wy: 64 / wx };
+}
+
+/** Register block (rows × 4·cv columns of R per invocation) and workgroup shape (wx × wy). */
+interface ResidualShape {
+  rows: number;
+  cv: number;
+  wx: number;
+  wy: number;
 }
 
 /**
@@ -246,7 +258,7 @@ function residualShape(k: number): { rows: number; cv: number } {
  * held as vec4 (hi, lo) pairs; the code is fully unrolled. The z workgroup index selects the
  * system of a stack (σ from status[4z + 2]).
  */
-function residualSource(shape: { rows: number; cv: number }): string {
+function residualSource(shape: ResidualShape): string {
   const R = shape.rows, CV = shape.cv;
   const L: string[] = [];
   const rows = [...Array(R).keys()], cvs = [...Array(CV).keys()];
@@ -278,7 +290,7 @@ fn initB(row: u32, c0: u32) -> vec4f {
   return vec4f(B[base + min(c0, k - 1u)], B[base + min(c0 + 1u, k - 1u)],
                B[base + min(c0 + 2u, k - 1u)], B[base + min(c0 + 3u, k - 1u)]);
 }
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size(${shape.wx}, ${shape.wy})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let n = p.n; let k = p.k; let one = p.one;
   let r0 = gid.y * ${R}u; let c0 = gid.x * ${4 * CV}u;
@@ -803,10 +815,17 @@ function residual(M: Tensor, X: Tensor, B: Tensor | null, status: Tensor, damped
   const R = stackLike(X, n, k, "spd:residual");
   const shape = residualShape(k);
   rt.dispatch(
-    rt.kernel(`linalg_residual_stack_r${shape.rows}c${4 * shape.cv}`, residualSource(shape)),
+    rt.kernel(
+      `linalg_residual_r${shape.rows}c${4 * shape.cv}_wg${shape.wx}x${shape.wy}`,
+      residualSource(shape),
+    ),
     [M.range(), X.range(), (B ?? X).range(), status.range(), R.range()],
     packParams(n, k, B ? 0 : 1, damped ? 1 : 0, f32(1), f32(0), f32(0), f32(0)),
-    [Math.ceil(k / (32 * shape.cv)), Math.ceil(n / (8 * shape.rows)), b],
+    [
+      Math.ceil(k / (4 * shape.cv * shape.wx)),
+      Math.ceil(n / (shape.rows * shape.wy)),
+      b,
+    ],
   );
   return R;
 }
