@@ -153,6 +153,21 @@ Deno.test("cholesky() matches a float64 reference on odd sizes and leaves zeros 
   }
 });
 
+Deno.test("cholesky() past the explicit-inverse block size (recursive right solves) matches float64", async () => {
+  // 600 = 320 + 280: the leading 320 block is applied by a recursive solve (> 256), the rest
+  // through explicit inverses of ≤ 256 blocks; the leaves are 64 and odd remainders.
+  const rng = new Rng(12);
+  const n = 600;
+  const m = randomSpd(n, rng);
+  const L = await cholesky(await upload(m, [n, n]));
+  const l = await L.read();
+  const err = relFrob(l, cholesky64(m, n));
+  assert.ok(err < 2e-6, `relative error ${err}`);
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) assert.equal(l[i * n + j], 0, `L[${i}, ${j}] above diagonal`);
+  }
+});
+
 Deno.test("cholesky() of the identity is the identity, and of a 0×0 matrix is 0×0", async () => {
   const n = 70;
   const eye = new Float32Array(n * n);
@@ -235,6 +250,22 @@ Deno.test("triangularSolve() handles lower/upper, transposed, left/right on odd 
   }
 });
 
+Deno.test("triangularSolve() on a triangle larger than one inverse block (n = 300)", async () => {
+  const rng = new Rng(13);
+  const n = 300, k = 5;
+  const full = rng.normals(n * n, 0.3 / Math.sqrt(n));
+  for (let i = 0; i < n; i++) full[i * n + i] = 1 + rng.next();
+  const tri = Float64Array.from(full);
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) tri[i * n + j] = 0;
+  const T = await upload(full, [n, n], "T300");
+  const b = rng.normals(n * k);
+  for (const transpose of [false, true]) {
+    const X = triangularSolve(T, await upload(b, [n, k]), { lower: true, transpose });
+    const ref = triSolve64(tri, n, b, k, true, transpose);
+    assertClose(await X.read(), ref, 1e-4, 1e-5, `transpose=${transpose}`);
+  }
+});
+
 Deno.test("triangularSolve() accepts a 1-D right-hand side and zero columns", async () => {
   const T = await upload([2, 0, 1, 4], [2, 2]);
   const x = triangularSolve(T, await upload([2, 9], [2]), { lower: true });
@@ -292,6 +323,23 @@ Deno.test("spdInverse() meets 1e-5 at κ = 1e3 and 1e-4 at κ = 1e6 (float64 ref
   }
 });
 
+Deno.test("spdInverse() on blocked sizes (triangular Gram product, lower-triangle correction)", async () => {
+  // n > 256 takes the recursive L⁻ᵀL⁻¹ product and the lower-block-triangle Newton correction.
+  const rng = new Rng(21);
+  for (const [n, kappa, bound] of [[300, 1e4, 1e-5], [520, 1e3, 1e-5]]) {
+    const m = withCondition(n, kappa, rng);
+    const ref = inverse64(m, n, 0.001);
+    const X = await spdInverse(await upload(m, [n, n], `cond${n}`), { damp: 0.001 });
+    const x = await X.read();
+    const err = relFrob(x, ref);
+    assert.ok(err < bound, `n=${n} κ=${kappa}: relative error ${err}`);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < i; j++) assert.equal(x[i * n + j], x[j * n + i], `X[${i}, ${j}]`);
+    }
+    X.dispose();
+  }
+});
+
 Deno.test("spdInverse() applies relative damping like the float64 reference", async () => {
   const rng = new Rng(9);
   const n = 90;
@@ -336,19 +384,29 @@ Deno.test("spdInverse() reports a singular matrix, or retries with more damping 
 Deno.test("spdInverse(), cholesky() and solves free every temporary", async () => {
   const rt = await gpu();
   const rng = new Rng(4);
-  const n = 130;
-  const M = await upload(randomSpd(n, rng), [n, n]);
-  const B = await upload(rng.normals(n * 2), [n, 2]);
-  await rt.sync();
-  const before = rt.liveBytes;
-  for (let i = 0; i < 2; i++) {
-    (await spdInverse(M, { damp: 0.01 })).dispose();
-    (await cholesky(M)).dispose();
-    (await spdSolve(M, B)).dispose();
-    triangularSolve(M, B, { lower: false, side: "left" }).dispose();
+  for (const n of [130, 300]) {
+    const M = await upload(randomSpd(n, rng), [n, n]);
+    const B = await upload(rng.normals(n * 2), [n, 2]);
+    const Ms = await upload(
+      new Float32Array(2 * n * n).fill(0).map((_, i) => {
+        const r = Math.floor(i / n) % n, c = i % n;
+        return r === c ? 2 : 0.1 / n;
+      }),
+      [2, n, n],
+    );
+    const Bs = await upload(rng.normals(2 * n), [2, n, 1]);
+    await rt.sync();
+    const before = rt.liveBytes;
+    for (let i = 0; i < 2; i++) {
+      (await spdInverse(M, { damp: 0.01 })).dispose();
+      (await cholesky(M)).dispose();
+      (await spdSolve(M, B)).dispose();
+      (await batchedSpdSolve(Ms, Bs)).dispose();
+      triangularSolve(M, B, { lower: false, side: "left" }).dispose();
+    }
+    await rt.sync();
+    assert.equal(rt.liveBytes, before, `n = ${n}`);
   }
-  await rt.sync();
-  assert.equal(rt.liveBytes, before);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -432,6 +490,42 @@ Deno.test("batchedSpdSolve() matches float64 per system and names a failing syst
       return true;
     },
   );
+});
+
+Deno.test("batchedSpdSolve() of systems too large for one workgroup: odd size, damping, failures", async () => {
+  // n = 257 > what one workgroup may loop over on llvmpipe: all systems go through the stacked
+  // blocked path at once (on other adapters through the one-workgroup kernel; same results).
+  const rng = new Rng(44);
+  const b = 3, n = 257, k = 2;
+  const ms = new Float32Array(b * n * n);
+  for (let s = 0; s < b; s++) ms.set(withCondition(n, 10 ** (2 + s), rng), s * n * n);
+  const bs = rng.normals(b * n * k);
+  const Ms = await upload(ms, [b, n, n], "stack");
+  const X = await batchedSpdSolve(Ms, await upload(bs, [b, n, k]), { damp: 1e-3 });
+  assert.deepStrictEqual(X.shape, [b, n, k]);
+  const x = await X.read();
+  for (let s = 0; s < b; s++) {
+    const inv = inverse64(ms.subarray(s * n * n, (s + 1) * n * n), n, 1e-3);
+    const ref = matmulRef(inv, bs.subarray(s * n * k, (s + 1) * n * k), n, k, n);
+    const err = relFrob(x.subarray(s * n * k, (s + 1) * n * k), ref);
+    assert.ok(err < 1e-5, `system ${s}: relative error ${err}`);
+  }
+  // One column per system given as [b, n]; system 1 of 3 fails at pivot 200.
+  const bad = new Float32Array(b * n * n);
+  for (let s = 0; s < b; s++) for (let i = 0; i < n; i++) bad[s * n * n + i * n + i] = 1;
+  bad[n * n + 200 * n + 200] = -1;
+  const Bad = await upload(bad, [b, n, n], "Cm257");
+  const ones = await upload(new Float32Array(b * n).fill(1), [b, n]);
+  await assert.rejects(() => batchedSpdSolve(Bad, ones), (e: unknown) => {
+    assert.ok(e instanceof NotPositiveDefiniteError);
+    assert.equal(e.pivot, 200);
+    assert.match(e.message, /Cm257 \(system 1 of 3\).*pivot 200/);
+    return true;
+  });
+  bad[n * n + 200 * n + 200] = 1;
+  const Y = await batchedSpdSolve(await upload(bad, [b, n, n]), ones);
+  assert.deepStrictEqual(Y.shape, [b, n]);
+  assertClose(await Y.read(), new Float32Array(b * n).fill(1), 0, 1e-6);
 });
 
 Deno.test("cholesky(), spdInverse(), spdSolve() and batchedSpdSolve() read only the lower triangle", async () => {
