@@ -1,0 +1,415 @@
+/**
+ * Tests of kernels/linalg_big.ts: Cholesky, triangular solves, SPD solves and SPD inverses of
+ * matrices larger than one storage binding. The binding limit is lowered to 64 KiB (a 128×128
+ * f32 matrix fits, 129×129 does not), so n = 150…300 runs one or two levels of blocking; results
+ * are compared with float64 references written here.
+ */
+import assert from "node:assert/strict";
+import { gpu } from "../kernels/device.ts";
+import { NotPositiveDefiniteError } from "../kernels/linalg.ts";
+import {
+  choleskyBlocks,
+  spdInverseBlocks,
+  spdSolveBlocks,
+  triangularSolveBlocks,
+} from "../kernels/linalg_big.ts";
+import { Tensor } from "../kernels/tensor.ts";
+import { assertClose, matmulRef, relFrob, Rng } from "./_util.ts";
+
+/** The binding limit of these tests: 128² f32 values. */
+const LIMIT = 64 * 1024;
+
+/** Runs `fn` with bindings limited to {@link LIMIT} bytes. */
+async function limited<T>(fn: () => Promise<T>): Promise<T> {
+  const restore = (await gpu()).limitBinding(LIMIT);
+  try {
+    return await fn();
+  } finally {
+    restore();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// float64 references
+// ---------------------------------------------------------------------------------------------
+
+/** Row-major lower Cholesky factor, float64, column by column (left-looking). */
+function choleskyRef(a: ArrayLike<number>, n: number): Float64Array {
+  const l = new Float64Array(n * n);
+  for (let c = 0; c < n; c++) {
+    for (let r = c; r < n; r++) {
+      let s = a[r * n + c];
+      for (let q = 0; q < c; q++) s -= l[r * n + q] * l[c * n + q];
+      if (r === c) {
+        if (!(s > 0)) throw new Error(`reference: pivot ${c} is ${s}`);
+        l[c * n + c] = Math.sqrt(s);
+      } else l[r * n + c] = s / l[c * n + c];
+    }
+  }
+  return l;
+}
+
+/** The n×n matrix op(T) of a triangle T (the other triangle taken as zero), float64. */
+function effective(t: ArrayLike<number>, n: number, lower: boolean, transpose: boolean) {
+  const e = new Float64Array(n * n);
+  for (let r = 0; r < n; r++) {
+    for (let c = 0; c < n; c++) {
+      const inTriangle = lower ? c <= r : c >= r;
+      if (inTriangle) e[transpose ? c * n + r : r * n + c] = t[r * n + c];
+    }
+  }
+  return e;
+}
+
+/** Solves E·X = B (E n×n, B n×k) by Gaussian elimination with partial pivoting, float64. */
+function solveRef(e: ArrayLike<number>, n: number, b: ArrayLike<number>, k: number) {
+  const a = Float64Array.from(e), x = Float64Array.from(b);
+  for (let c = 0; c < n; c++) {
+    let p = c;
+    for (let r = c + 1; r < n; r++) if (Math.abs(a[r * n + c]) > Math.abs(a[p * n + c])) p = r;
+    for (let q = 0; q < n; q++) [a[c * n + q], a[p * n + q]] = [a[p * n + q], a[c * n + q]];
+    for (let q = 0; q < k; q++) [x[c * k + q], x[p * k + q]] = [x[p * k + q], x[c * k + q]];
+    for (let r = c + 1; r < n; r++) {
+      const f = a[r * n + c] / a[c * n + c];
+      if (f === 0) continue;
+      for (let q = c; q < n; q++) a[r * n + q] -= f * a[c * n + q];
+      for (let q = 0; q < k; q++) x[r * k + q] -= f * x[c * k + q];
+    }
+  }
+  for (let c = n - 1; c >= 0; c--) {
+    for (let q = 0; q < k; q++) {
+      let s = x[c * k + q];
+      for (let j = c + 1; j < n; j++) s -= a[c * n + j] * x[j * k + q];
+      x[c * k + q] = s / a[c * n + c];
+    }
+  }
+  return x;
+}
+
+/** M + λ·mean(diag M)·I, float64. */
+function damped(mat: ArrayLike<number>, n: number, damp: number): Float64Array {
+  const out = Float64Array.from(mat);
+  let tr = 0;
+  for (let i = 0; i < n; i++) tr += mat[i * n + i];
+  for (let i = 0; i < n; i++) out[i * n + i] += (damp * tr) / n;
+  return out;
+}
+
+function transposed(a: ArrayLike<number>, rows: number, cols: number): Float64Array {
+  const t = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c];
+  return t;
+}
+
+function identity(n: number): Float64Array {
+  const e = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) e[i * n + i] = 1;
+  return e;
+}
+
+/**
+ * A symmetric matrix V·diag(λ)·Vᵀ with λ geometric from 1 to κ and V orthogonal (a product of
+ * random Householder reflections), rounded to f32.
+ */
+function conditioned(n: number, kappa: number, rng: Rng): Float32Array {
+  const m = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) m[i * n + i] = kappa ** (n === 1 ? 0 : i / (n - 1));
+  // m ← H·m·H for reflections H = I − 2vvᵀ/(vᵀv); eigenvalues are kept.
+  for (let rep = 0; rep < Math.min(n, 64); rep++) {
+    const v = rng.normals(n);
+    const vv = v.reduce((s, x) => s + x * x, 0);
+    const mv = new Float64Array(n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) mv[i] += m[i * n + j] * v[j];
+    const vmv = v.reduce((s, x, i) => s + x * mv[i], 0);
+    const f = 2 / vv;
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        m[i * n + j] += -f * (v[i] * mv[j] + mv[i] * v[j]) + f * f * vmv * v[i] * v[j];
+      }
+    }
+  }
+  const out = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) out[i * n + j] = out[j * n + i] = m[i * n + j];
+  }
+  return out;
+}
+
+/** A well-conditioned SPD matrix G·Gᵀ/n + I (G Gaussian), rounded to f32. */
+function spd(n: number, rng: Rng): Float32Array {
+  const g = rng.normals(n * n);
+  const m = matmulRef(g, g, n, n, n, false, true);
+  for (let i = 0; i < n; i++) m[i * n + i] += n;
+  return Float32Array.from(m, (x) => x / n);
+}
+
+/** The same matrix with its strictly upper triangle overwritten by large garbage. */
+function garbleUpper(m: Float32Array, n: number, rng: Rng): Float32Array {
+  const g = Float32Array.from(m);
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) g[i * n + j] = 1e3 * rng.normal();
+  return g;
+}
+
+function upload(data: ArrayLike<number>, shape: number[], name = "M"): Promise<Tensor> {
+  return Tensor.from(Float32Array.from(data), shape, "f32", name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cholesky
+// ---------------------------------------------------------------------------------------------
+
+Deno.test("choleskyBlocks() matches float64 with one and two levels of blocking", async () => {
+  const rng = new Rng(21);
+  await limited(async () => {
+    // 150: 64 + 86 (one level); 257 and 300: a trailing block over the limit (two levels).
+    for (const n of [150, 257, 300]) {
+      const m = spd(n, rng);
+      const M = await upload(garbleUpper(m, n, rng), [n, n]);
+      const L = await choleskyBlocks(M);
+      const l = await L.read();
+      const err = relFrob(l, choleskyRef(m, n));
+      assert.ok(err < 2e-6, `n = ${n}: relative error ${err}`);
+      for (let i = 0; i < n; i++) {
+        for (let j = i + 1; j < n; j++) assert.equal(l[i * n + j], 0, `L[${i}, ${j}]`);
+      }
+      M.dispose();
+      L.dispose();
+    }
+  });
+});
+
+Deno.test("choleskyBlocks() names the matrix and the pivot's index in the whole matrix", async () => {
+  await limited(async () => {
+    const n = 300;
+    // A diagonal matrix with one negative entry: in the leading block, in the trailing block
+    // after one level (200 ≥ 128), and in the trailing block of the second level (280 ≥ 192).
+    for (const bad of [5, 140, 280]) {
+      const m = new Float32Array(n * n);
+      for (let i = 0; i < n; i++) m[i * n + i] = i === bad ? -3 : 2;
+      const M = await upload(m, [n, n], "A_fc1");
+      await assert.rejects(() => choleskyBlocks(M, { name: "layers.2.fc1 A" }), (e: unknown) => {
+        assert.ok(e instanceof NotPositiveDefiniteError);
+        assert.equal(e.pivot, bad);
+        assert.equal(e.matrix, "layers.2.fc1 A");
+        assert.equal(e.value, -3);
+        assert.match(e.message, new RegExp(`layers\\.2\\.fc1 A.*pivot ${bad} is -3`));
+        return true;
+      });
+      M.dispose();
+    }
+    // NaN is reported as a failed pivot, never returned.
+    const nan = spd(140, new Rng(2));
+    nan[139 * 140 + 3] = NaN;
+    await assert.rejects(() => upload(nan, [140, 140]).then(choleskyBlocks), (e: unknown) => {
+      assert.ok(e instanceof NotPositiveDefiniteError);
+      assert.ok(e.pivot >= 64, `pivot ${e.pivot}`);
+      return true;
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Triangular solves
+// ---------------------------------------------------------------------------------------------
+
+Deno.test("triangularSolveBlocks() solves every variant of triangle, transpose and side", async () => {
+  const rng = new Rng(8);
+  await limited(async () => {
+    for (const n of [150, 260]) {
+      const k = 3;
+      // A well-conditioned triangle; the unused triangle holds garbage.
+      const t = rng.normals(n * n, 0.4 / Math.sqrt(n));
+      for (let i = 0; i < n; i++) t[i * n + i] = 1 + rng.next();
+      const T = await upload(t, [n, n], "T");
+      for (const lower of [true, false]) {
+        for (const transpose of [false, true]) {
+          const e = effective(t, n, lower, transpose);
+          for (const side of ["left", "right"] as const) {
+            if (n > 150 && (side === "right" || transpose)) continue; // two levels: one per side
+            const b = rng.normals(n * k);
+            const B = await upload(b, side === "left" ? [n, k] : [k, n], "B");
+            const X = triangularSolveBlocks(T, B, { lower, transpose, side });
+            // X·E = B ⇔ Eᵀ·Xᵀ = Bᵀ.
+            const ref = side === "left"
+              ? solveRef(e, n, b, k)
+              : transposed(solveRef(transposed(e, n, n), n, transposed(b, k, n), k), n, k);
+            assert.deepStrictEqual(X.shape, B.shape);
+            const what = `n=${n} lower=${lower} transpose=${transpose} side=${side}`;
+            assertClose(await X.read(), ref, 1e-4, 1e-5, what);
+            B.dispose();
+            X.dispose();
+          }
+        }
+      }
+      T.dispose();
+    }
+  });
+});
+
+Deno.test("triangularSolveBlocks() takes a 1-D right-hand side and refuses bad shapes", async () => {
+  const rng = new Rng(10);
+  await limited(async () => {
+    const n = 200;
+    const t = rng.normals(n * n, 0.4 / Math.sqrt(n));
+    for (let i = 0; i < n; i++) t[i * n + i] = 2;
+    const T = await upload(t, [n, n], "T");
+    const b = rng.normals(n);
+    const x = triangularSolveBlocks(T, await upload(b, [n], "b"), { lower: false });
+    assert.deepStrictEqual(x.shape, [n]);
+    assertClose(await x.read(), solveRef(effective(t, n, false, false), n, b, 1), 1e-4, 1e-5);
+    assert.throws(
+      () => triangularSolveBlocks(T, x, { lower: true, side: "right" }),
+      /triangularSolveBlocks\(T, .*side/,
+    );
+    assert.throws(
+      () => triangularSolveBlocks(T, Tensor.emptySync(T.rt, [n + 1, 2]), { lower: true }),
+      /does not match the 200×200 triangle/,
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// SPD solve and inverse
+// ---------------------------------------------------------------------------------------------
+
+Deno.test("spdSolveBlocks() matches float64 at κ = 10, 1e3, 1e6; vectors; damping", async () => {
+  const rng = new Rng(33);
+  await limited(async () => {
+    const n = 300, k = 4;
+    for (const [kappa, bound] of [[10, 1e-5], [1e3, 3e-5], [1e6, 3e-2]]) {
+      const m = conditioned(n, kappa, rng);
+      const b = rng.normals(n * k);
+      const M = await upload(garbleUpper(m, n, rng), [n, n], `cond${kappa}`);
+      const X = await spdSolveBlocks(M, await upload(b, [n, k], "B"));
+      const err = relFrob(await X.read(), solveRef(m, n, b, k));
+      console.log(`spdSolveBlocks n=${n} κ=${kappa}: relative error ${err.toExponential(2)}`);
+      assert.ok(err < bound, `κ = ${kappa}: relative error ${err}`);
+      M.dispose();
+      X.dispose();
+    }
+    // A rank-deficient PSD matrix (rank 40): only the damping over the whole matrix makes it
+    // invertible; a 1-D right-hand side.
+    const g = rng.normals(n * 40);
+    const m = Float32Array.from(matmulRef(g, g, n, n, 40, false, true));
+    const b = rng.normals(n);
+    const x = await spdSolveBlocks(await upload(m, [n, n]), await upload(b, [n]), { damp: 0.05 });
+    assert.deepStrictEqual(x.shape, [n]);
+    const err = relFrob(await x.read(), solveRef(damped(m, n, 0.05), n, b, 1));
+    assert.ok(err < 1e-5, `damped: relative error ${err}`);
+  });
+});
+
+Deno.test("spdSolveBlocks() reports the failing pivot of the whole matrix", async () => {
+  await limited(async () => {
+    const n = 200;
+    const m = new Float32Array(n * n);
+    for (let i = 0; i < n; i++) m[i * n + i] = 1;
+    m[150 * n + 150] = -1; // in the Schur complement (leading block: 128)
+    const M = await upload(m, [n, n], "G");
+    const B = await upload(new Float32Array(n), [n, 1], "B");
+    await assert.rejects(() => spdSolveBlocks(M, B, { damp: 0.5 }), (e: unknown) => {
+      assert.ok(e instanceof NotPositiveDefiniteError);
+      assert.equal(e.pivot, 150);
+      assert.equal(e.damp, 0.5);
+      assert.match(e.message, /^G: .*λ = 0\.5.*pivot 150/);
+      return true;
+    });
+  });
+});
+
+Deno.test("spdInverseBlocks() matches float64 at κ = 10, 1e3, 1e6 and is symmetric", async () => {
+  const rng = new Rng(44);
+  await limited(async () => {
+    const n = 300;
+    for (const [kappa, bound] of [[10, 1e-5], [1e3, 3e-5], [1e6, 3e-2]]) {
+      const m = conditioned(n, kappa, rng);
+      const M = await upload(garbleUpper(m, n, rng), [n, n], `cond${kappa}`);
+      const X = await spdInverseBlocks(M);
+      const x = await X.read();
+      const err = relFrob(x, solveRef(m, n, identity(n), n));
+      console.log(`spdInverseBlocks n=${n} κ=${kappa}: relative error ${err.toExponential(2)}`);
+      assert.ok(err < bound, `κ = ${kappa}: relative error ${err}`);
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < i; j++) assert.equal(x[i * n + j], x[j * n + i], `X[${i}, ${j}]`);
+      }
+      M.dispose();
+      X.dispose();
+    }
+  });
+});
+
+Deno.test("spdInverseBlocks() damps with the mean diagonal of the whole matrix", async () => {
+  const rng = new Rng(5);
+  await limited(async () => {
+    const n = 160;
+    // Rank 30, and the trailing rows scaled up: the blocks' diagonal means differ from the
+    // whole matrix's, so a per-block mean would give a visibly different inverse.
+    const g = rng.normals(n * 30);
+    for (let i = 100; i < n; i++) for (let j = 0; j < 30; j++) g[i * 30 + j] *= 4;
+    const m = Float32Array.from(matmulRef(g, g, n, n, 30, false, true));
+    const X = await spdInverseBlocks(await upload(m, [n, n]), { damp: 0.01 });
+    const ref = solveRef(damped(m, n, 0.01), n, identity(n), n);
+    const err = relFrob(await X.read(), ref);
+    assert.ok(err < 1e-4, `relative error ${err}`);
+    // The shift of the leading 64×64 block's own mean would be far off.
+    const own = damped(m, n, 0);
+    let tr = 0;
+    for (let i = 0; i < 64; i++) tr += m[i * n + i];
+    for (let i = 0; i < n; i++) own[i * n + i] += (0.01 * tr) / 64;
+    assert.ok(relFrob(solveRef(own, n, identity(n), n), ref) > 100 * err);
+  });
+});
+
+Deno.test("spdInverseBlocks() reports a singular matrix, or retries with more damping", async () => {
+  await limited(async () => {
+    const n = 150;
+    // Rows 140 and 141 equal: pivot 141 is zero (in the Schur complement).
+    const m = new Float32Array(n * n);
+    for (let i = 0; i < n; i++) m[i * n + i] = 1;
+    m[141 * n + 140] = m[140 * n + 141] = 1;
+    const M = await upload(m, [n, n], "A_hat");
+    await assert.rejects(() => spdInverseBlocks(M), (e: unknown) => {
+      assert.ok(e instanceof NotPositiveDefiniteError);
+      assert.equal(e.pivot, 141);
+      assert.equal(e.damp, 0);
+      assert.match(e.message, /^A_hat: .*λ = 0 .*pivot 141/);
+      return true;
+    });
+    const warnings: string[] = [];
+    const warn = console.warn;
+    console.warn = (msg: string) => warnings.push(msg);
+    let X: Tensor;
+    try {
+      X = await spdInverseBlocks(M, { retryDamping: true });
+    } finally {
+      console.warn = warn;
+    }
+    const last = warnings[warnings.length - 1] ?? "";
+    const used = Number(
+      /spdInverseBlocks\(A_hat\): succeeded with damping λ = (\S+)$/.exec(last)?.[1],
+    );
+    assert.ok(used > 0, `warnings: ${warnings.join(" | ")}`);
+    const err = relFrob(await X.read(), solveRef(damped(m, n, used), n, identity(n), n));
+    assert.ok(err < 1e-3, `relative error ${err} with λ = ${used}`);
+  });
+});
+
+Deno.test("the blocked functions free every temporary", async () => {
+  const rt = await gpu();
+  const rng = new Rng(6);
+  await limited(async () => {
+    const n = 140;
+    const M = await upload(spd(n, rng), [n, n]);
+    const B = await upload(rng.normals(n * 2), [n, 2]);
+    const Br = await upload(rng.normals(n * 2), [2, n]);
+    await rt.sync();
+    const before = rt.liveBytes;
+    (await choleskyBlocks(M)).dispose();
+    triangularSolveBlocks(M, B, { lower: false, transpose: true }).dispose();
+    triangularSolveBlocks(M, Br, { lower: true, side: "right" }).dispose();
+    (await spdSolveBlocks(M, B, { damp: 0.01 })).dispose();
+    (await spdInverseBlocks(M, { damp: 0.01 })).dispose();
+    await rt.sync();
+    assert.equal(rt.liveBytes, before);
+  });
+});
