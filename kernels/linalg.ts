@@ -176,12 +176,16 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let i = idx / m; let j = idx % m;
     L[o + idx] = a[i * NB + j];
   }
+  // Column c of L⁻¹ by forward substitution, kept in a private array while it is built.
   for (var c = t; c < m; c += ${wg}u) {
+    var col: array<f32, ${NB}>;
     for (var i = 0u; i < c; i++) { Li[o + i * m + c] = 0.0; }
     for (var i = c; i < m; i++) {
       var s = select(0.0, 1.0, i == c);
-      for (var k = c; k < i; k++) { s = s - a[i * NB + k] * Li[o + k * m + c]; }
-      Li[o + i * m + c] = s / a[i * NB + i];
+      for (var k = c; k < i; k++) { s = s - a[i * NB + k] * col[k]; }
+      let v = s / a[i * NB + i];
+      col[i] = v;
+      Li[o + i * m + c] = v;
     }
   }
 }`;
@@ -654,7 +658,7 @@ function leafFactor(
   const L = stackLike(A, n, n, "cholesky:L");
   const Li = stackLike(A, n, n, "cholesky:Linv");
   rt.dispatch(
-    rt.kernel(`linalg_leaf_view_wg${wgSize(rt)}`, leafSource(wgSize(rt))),
+    rt.kernel(`linalg_leaf_view_col_wg${wgSize(rt)}`, leafSource(wgSize(rt))),
     [A.range(), L.range(), Li.range(), status.range()],
     packParams(n, base, mode === "chol" ? 0 : 1, lda, off * lda + off, rows * lda, 0, 0),
     [b],
