@@ -421,14 +421,16 @@ function stackLike(like: Tensor, rows: number, cols: number, name: string): Tens
 }
 
 /**
- * {@link matmul} for the blocked algorithms: on software adapters, outputs of at most 256×256
- * get 8×8 register blocks (the default 16×16 ones leave such a product to one or four
- * workgroups; measured 15–45 % faster at 64–256).
+ * {@link matmul} for the blocked algorithms: on software adapters, products of at most 256³
+ * multiply-adds with outputs of at most 256×256 get 8×8 register blocks (the default 16×16 ones
+ * leave such a product to one or four workgroups; measured 15–45 % faster at 64–256).
  */
 function mm(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
   const [batch, ar, ac] = dims(a), [, br, bc] = dims(b);
   const M = opts.transA ? ac : ar, N = opts.transB ? br : bc, K = opts.transA ? ar : ac;
-  const small = a.rt.adapter.isSoftware && Math.max(M, N) <= 256 && M * N * K * batch >= 1 << 18;
+  const work = M * N * K * batch;
+  const small = a.rt.adapter.isSoftware && Math.max(M, N) <= 256 && work >= 1 << 18 &&
+    work <= 1 << 24;
   return matmul(a, b, small ? { ...opts, config: { rows: 8, cols: 8 } } : opts);
 }
 
@@ -480,7 +482,10 @@ function copyBlock(
 /** A new `rows × cols` tensor (or stack) holding a block of `src`. */
 function block(src: Tensor, r0: number, c0: number, rows: number, cols: number): Tensor {
   const out = stackLike(src, rows, cols, `${src.name}[${r0}:,${c0}:]`);
-  copyBlock(src, r0, c0, out, 0, 0, rows, cols);
+  const [b, , w] = dims(src);
+  // Whole rows of one matrix are contiguous: a plain buffer copy.
+  if (b === 1 && c0 === 0 && cols === w) out.copyFrom(src, r0 * w, 0, rows * w);
+  else copyBlock(src, r0, c0, out, 0, 0, rows, cols);
   return out;
 }
 
@@ -865,10 +870,10 @@ function residual(M: Tensor, X: Tensor, B: Tensor | null, status: Tensor, damped
 function recordSquares(C: Tensor, X: Tensor, stats: Tensor): void {
   const b = stats.size / 2;
   for (const [t, at] of [[C, 0], [X, b]] as const) {
-    const view = t.reshape([b, t.size / b]);
-    const sq = reduce(view, "sumsq", "rows");
+    const view = b === 1 ? t : t.reshape([b, t.size / b]);
+    const sq = reduce(view, "sumsq", b === 1 ? "all" : "rows");
     stats.copyFrom(sq, 0, at, b);
-    view.dispose();
+    if (view !== t) view.dispose();
     sq.dispose();
   }
 }
