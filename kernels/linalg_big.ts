@@ -51,7 +51,8 @@ import {
   triangularSolve,
   type TriangularSolveOptions,
 } from "./linalg.ts";
-import { addDiag, diag, scatterSubmatrix, submatrix, transpose } from "./matrix.ts";
+import { addDiag, diag, eye, scatterSubmatrix, submatrix, transpose } from "./matrix.ts";
+import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -413,25 +414,349 @@ function solveByBlocks(
 }
 
 // ---------------------------------------------------------------------------------------------
-// SPD solve and inverse
+// Residuals in extended precision from f32 GEMMs
 // ---------------------------------------------------------------------------------------------
 
 /**
+ * A matrix prepared for exact products (Ozaki's splitting): `M = Σ_p parts[p] + rest`, where
+ * every entry of `parts[p]` in column j is an integer of at most `beta` bits times the power of
+ * two `2^(e_j − beta·(p + 1))` (`e_j`: the exponent of column j's largest magnitude), and `rest`
+ * is what the parts leave (exact). A product of one part of A and one part of B, summed over K,
+ * is then a sum of integers below 2^24 on one grid per output: f32 GEMMs compute it exactly.
+ */
+interface Sliced {
+  parts: Tensor[];
+  rest: Tensor;
+}
+
+/** Slice width β for products over K terms: K·4^β ≤ 2^24, so every partial sum is exact. */
+function sliceBits(K: number): number {
+  let beta = Math.floor((24 - Math.log2(Math.max(K, 1))) / 2);
+  while (beta > 1 && K * 4 ** beta > 2 ** 24) beta--;
+  return Math.max(beta, 1);
+}
+
+/**
+ * Number of slices per operand: the parts cover at least 15 bits below each column's largest
+ * entry, so the f32 products of the rests are ≈ 2⁻¹⁵ of the product and their rounding
+ * ≈ 2⁻³⁹ of it.
+ */
+function sliceCount(beta: number): number {
+  return Math.ceil(15 / beta);
+}
+
+/** Splits the columns of `T` into `count` parts of `beta` bits and the rest (see {@link Sliced}). */
+function sliceColumns(T: Tensor, count: number, beta: number): Sliced {
+  const colMax = reduce(T, "absmax", "cols");
+  const rest = T.clone(`${T.name}:rest`);
+  const parts: Tensor[] = [];
+  for (let p = 1; p <= count; p++) {
+    // round(x·2^(βp − e))·2^(e − βp): scaling by powers of two and round() are exact.
+    const part = map(
+      "ldexp(round(ldexp(a, i32(s0) - frexp(b).exp)), frexp(b).exp - i32(s0))",
+      [rest, colMax],
+      [beta * p],
+      { name: `${T.name}:part${p}` },
+    );
+    map("o - a", [part], [], { out: rest }); // exact: the part is x rounded to a coarser grid
+    parts.push(part);
+  }
+  colMax.dispose();
+  return { parts, rest };
+}
+
+function disposeSliced(s: Sliced): void {
+  disposeAll([...s.parts, s.rest]);
+}
+
+/** `hi + lo += t` in double-f32 (two-sum; `s0` = 1 keeps the compiler from simplifying). */
+function accumulate(hi: Tensor, lo: Tensor, t: Tensor): void {
+  const s = "(a + b)", bp = `(${s} * s0 - a)`;
+  map(`o + ((a - (${s} - ${bp}) * s0) + (b - ${bp}))`, [hi, t], [1], { out: lo });
+  map("o + a", [t], [], { out: hi });
+}
+
+/** The symmetric matrix defined by the lower triangle of `M` (any size). */
+function symmetricFromLower(M: Tensor, name: string): Tensor {
+  const Mt = transpose(M);
+  try {
+    return map("select(b, a, i % u32(s0) <= i / u32(s0))", [M, Mt], [M.shape[0]], { name });
+  } finally {
+    Mt.dispose();
+  }
+}
+
+/**
+ * A symmetric matrix `Ms` (from the lower triangle of M), its slices, and the f32 damping shift σ,
+ * for {@link residual}.
+ */
+interface ResidualMatrix {
+  Ms: Tensor;
+  sliced: Sliced;
+  beta: number;
+  sigma: number;
+}
+
+function residualMatrix(M: Tensor, sigma: number, name: string): ResidualMatrix {
+  const n = M.shape[0];
+  const Ms = symmetricFromLower(M, `${name}:symmetric`);
+  const beta = sliceBits(n);
+  return { Ms, sliced: sliceColumns(Ms, sliceCount(beta), beta), beta, sigma: Math.fround(sigma) };
+}
+
+function disposeResidualMatrix(r: ResidualMatrix): void {
+  r.Ms.dispose();
+  disposeSliced(r.sliced);
+}
+
+/** `x` split into a high part of 12 significant bits and the (exact) rest, in float64. */
+function split12(x: number): [number, number] {
+  if (x === 0 || !Number.isFinite(x)) return [x, 0];
+  const q = 2 ** (Math.floor(Math.log2(Math.abs(x))) - 11);
+  const hi = Math.round(x / q) * q;
+  return [hi, x - hi];
+}
+
+/**
+ * `R = B − (Ms + σI)·X` (B = I when null) with an error of about 2⁻³⁹·|Ms|·|X| instead of the
+ * 2⁻²⁴·√n of an f32 GEMM: `Ms·X` is the sum of the exact products of the slices of `Ms` and `X`
+ * (one f32 GEMM each) and two f32 GEMMs for the rests (`Ms·X_rest + Ms_rest·(X − X_rest)`), σ·X
+ * an exact product (Dekker), all summed in double-f32. Costs `count² + 2` GEMMs of the size of
+ * `Ms·X` (11 for n ≤ 65,536) and ≈ 2 element-wise passes per GEMM.
+ */
+function residual(R: ResidualMatrix, X: Tensor, B: Tensor | null): Tensor {
+  const rt = X.rt;
+  const n = X.rows, k = X.cols;
+  const hi = B ? B.clone("residual:hi") : eye(rt, n, k);
+  const lo = Tensor.emptySync(rt, [n, k], "f32", "residual:lo");
+  const xs = sliceColumns(X, R.sliced.parts.length, R.beta);
+  const temps: Tensor[] = [lo];
+  try {
+    // Ms is symmetric and sliced by columns: Ms·X = Σ Ms_pᵀ·X_q, each product exact.
+    for (const Mp of R.sliced.parts) {
+      for (const Xq of xs.parts) {
+        const P = matmul(Mp, Xq, { transA: true, alpha: -1, name: "residual:product" });
+        accumulate(hi, lo, P);
+        P.dispose();
+      }
+    }
+    const head = map("a - b", [X, xs.rest], [], { name: "residual:head" });
+    temps.push(head);
+    const T = matmul(R.Ms, xs.rest, { transA: true, alpha: -1, name: "residual:rests" });
+    temps.push(T);
+    matmul(R.sliced.rest, head, { transA: true, alpha: -1, beta: 1, out: T });
+    accumulate(hi, lo, T);
+    if (R.sigma !== 0) {
+      // −σ·x = p + e exactly: p = fl(−σ·x), e by Dekker's product with −σ split on the host.
+      const [th, tl] = split12(-R.sigma);
+      const p = map("a * s0", [X], [th + tl], { name: "residual:shift" });
+      const xh = "((4097.0 * a) * s2 - ((4097.0 * a) - a))", xl = `(a - ${xh})`;
+      const e = map(`((s0 * ${xh} - b) + s0 * ${xl} + s1 * ${xh}) + s1 * ${xl}`, [X, p], [
+        th,
+        tl,
+        1,
+      ], { name: "residual:shiftError" });
+      temps.push(p, e);
+      accumulate(hi, lo, p);
+      accumulate(hi, lo, e);
+    }
+    map("o + a", [lo], [], { out: hi });
+    return hi;
+  } catch (e) {
+    hi.dispose();
+    throw e;
+  } finally {
+    disposeSliced(xs);
+    disposeAll(temps);
+  }
+}
+
+/** ‖D‖/‖X‖ (one read-back of two numbers). */
+async function relativeSize(D: Tensor, X: Tensor): Promise<number> {
+  const d = reduce(D, "sumsq"), x = reduce(X, "sumsq");
+  const both = Tensor.emptySync(D.rt, [2], "f32", "relative size");
+  both.copyFrom(d, 0, 0, 1);
+  both.copyFrom(x, 0, 1, 1);
+  d.dispose();
+  x.dispose();
+  try {
+    const [dd, xx] = await both.read();
+    return Math.sqrt(dd / (xx || 1));
+  } finally {
+    both.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SPD solve and inverse
+// ---------------------------------------------------------------------------------------------
+
+/** Relative correction below which the refinement of {@link spdSolveBlocks} stops. */
+const SOLVE_TOL = 1e-7;
+/** Relative Newton correction below which {@link spdInverseBlocks} stops (error left ≈ 2ρ²). */
+const NEWTON_TOL = 1e-3;
+
+/** In place: `X ← (X + Xᵀ)/2`, exactly symmetric. */
+function symmetrize(X: Tensor): void {
+  const Xt = transpose(X);
+  map("0.5 * (o + a)", [Xt], [], { out: X });
+  Xt.dispose();
+}
+
+/**
+ * The Schur-complement solver of a damped SPD matrix `M_d = [[A, Cᵀ], [C, D]]` (`A = M11 + σI`,
+ * `C = M21`, `D = M22 + σI`): the blocks, `Y = A⁻¹·Cᵀ` and `S = D − C·Y`, kept for the
+ * refinement steps; the damping of A and S is the relative damping of their sub-solves.
+ */
+interface SchurSolver {
+  h: number;
+  A: Tensor;
+  dampA: number;
+  C: Tensor;
+  Y: Tensor;
+  S: Tensor;
+  dampS: number;
+}
+
+function disposeSchur(f: SchurSolver): void {
+  disposeAll([f.A, f.C, f.Y, f.S]);
+}
+
+/**
+ * Builds the {@link SchurSolver} of `M_d` and solves `M_d·X = B` with it: `[Y, w] = A⁻¹·[Cᵀ, B1]`
+ * (one refined solve), `S = M22 − C·Y` (+σ through its damping), `x2 = S⁻¹·(B2 − C·w)`,
+ * `x1 = w − Y·x2`.
+ */
+async function schurSolver(
+  M: Tensor,
+  B: Tensor,
+  sigma: number,
+  d: Float64Array | null,
+  damp: number,
+  name: string,
+  maxRefine: number | undefined,
+): Promise<{ solver: SchurSolver; X: Tensor }> {
+  const rt = M.rt;
+  const n = M.shape[0], k = B.cols, h = splitPoint(n), m = n - h;
+  const A = block(M, 0, 0, h, h);
+  const C = block(M, h, 0, m, h);
+  const dampA = relativeDamp(A, sigma, d ? mean(d, 0, h) : 0);
+  const temps: (Tensor | null)[] = [];
+  let Y: Tensor | null = null, S: Tensor | null = null;
+  try {
+    // Right-hand sides of the leading block: [Cᵀ, B1].
+    const Ct = transpose(C);
+    const R1 = Tensor.emptySync(rt, [h, m + k], "f32", `${name}:rhs11`);
+    const B1 = block(B, 0, 0, h, k);
+    temps.push(Ct, R1, B1);
+    put(R1, Ct, 0, 0);
+    put(R1, B1, 0, m);
+    const W = await subSolve(A, R1, dampA, `${name}[11]`, maxRefine, 0, name, damp);
+    temps.push(W);
+    Y = block(W, 0, 0, h, m);
+    const w = block(W, 0, m, h, k);
+    temps.push(w);
+    S = block(M, h, h, m, m);
+    matmul(C, Y, { alpha: -1, beta: 1, out: S });
+    const dS = sigma === 0 ? null : await readDiagonal(S);
+    const dampS = relativeDamp(S, sigma, dS ? mean(dS, 0, m) : 0);
+    const solver: SchurSolver = { h, A, dampA, C, Y, S, dampS };
+    const r2 = block(B, h, 0, m, k);
+    temps.push(r2);
+    const X = await finishSolve(solver, w, r2, name, maxRefine, damp);
+    return { solver, X };
+  } catch (e) {
+    disposeAll([A, C, Y, S]);
+    throw e;
+  } finally {
+    disposeAll(temps);
+  }
+}
+
+/**
+ * A refined sub-solve of a diagonal block; a failed pivot is re-raised for the whole matrix
+ * (`offset`: the block's first row; `callerDamp`: the λ of the whole matrix).
+ */
+async function subSolve(
+  diagonalBlock: Tensor,
+  rhs: Tensor,
+  damp: number,
+  blockName: string,
+  maxRefine: number | undefined,
+  offset: number,
+  name: string,
+  callerDamp: number,
+): Promise<Tensor> {
+  try {
+    return await spdSolveAny(diagonalBlock, rhs, { damp, name: blockName, maxRefine });
+  } catch (e) {
+    throw shiftPivot(e, offset, name, callerDamp);
+  }
+}
+
+/** `x2 = S⁻¹·(r2 − C·w)`, `x1 = w − Y·x2` (w is modified), assembled as `[x1; x2]`. */
+async function finishSolve(
+  f: SchurSolver,
+  w: Tensor,
+  r2: Tensor,
+  name: string,
+  maxRefine: number | undefined,
+  callerDamp: number,
+): Promise<Tensor> {
+  matmul(f.C, w, { alpha: -1, beta: 1, out: r2 });
+  const x2 = await subSolve(f.S, r2, f.dampS, `${name}:schur`, maxRefine, f.h, name, callerDamp);
+  try {
+    matmul(f.Y, x2, { alpha: -1, beta: 1, out: w });
+    const X = Tensor.emptySync(w.rt, [w.rows + x2.rows, w.cols], "f32", `${name}:solution`);
+    put(X, w, 0, 0);
+    put(X, x2, f.h, 0);
+    return X;
+  } finally {
+    x2.dispose();
+  }
+}
+
+/** `M_d⁻¹·R` with the solver (two refined sub-solves). */
+async function applySchur(
+  f: SchurSolver,
+  R: Tensor,
+  name: string,
+  maxRefine: number | undefined,
+  callerDamp: number,
+): Promise<Tensor> {
+  const n = R.rows, k = R.cols;
+  const R1 = block(R, 0, 0, f.h, k), r2 = block(R, f.h, 0, n - f.h, k);
+  try {
+    const w = await subSolve(f.A, R1, f.dampA, `${name}[11]`, maxRefine, 0, name, callerDamp);
+    try {
+      return await finishSolve(f, w, r2, name, maxRefine, callerDamp);
+    } finally {
+      w.dispose();
+    }
+  } finally {
+    R1.dispose();
+    r2.dispose();
+  }
+}
+
+/**
  * Solves `M_d·X = B` for a damped SPD `M_d = M + λ·mean(diag M)·I` of any size (the mean over the
- * whole matrix), with the options of {@link spdSolve}, by the Schur complement of the leading
- * block: `[Y, w] = A⁻¹·[M21ᵀ, B1]` (one refined {@link spdSolve} of `A = M11 + σI`),
- * `S = M22 + σI − M21·Y`, `x2 = S⁻¹·(B2 − M21·w)` (refined), `x1 = w − Y·x2`. Blocks still
- * larger than one binding recurse. Only the lower triangle of `M` is read.
+ * whole matrix), with the options of {@link spdSolve}. First solution by the Schur complement of
+ * the leading block: `[Y, w] = A⁻¹·[M21ᵀ, B1]` (one refined {@link spdSolve} of `A = M11 + σI`),
+ * `S = M22 + σI − M21·Y`, `x2 = S⁻¹·(B2 − M21·w)` (refined), `x1 = w − Y·x2`; blocks still larger
+ * than one binding recurse. Then iterative refinement: the residual `B − M_d·X` in extended
+ * precision (exact products of 7-bit slices by f32 GEMMs, summed in double-f32: ≈ 2⁻³⁹·|M||X|;
+ * 11 GEMMs of the size of M·X), the correction by the same Schur solver, until the relative
+ * correction is below 1e-7 (each step: one read-back, and the two sub-solves' own).
+ * Only the lower triangle of `M` is read.
  *
- * Accuracy: the sub-solves are refined to near-float64 accuracy, but `S` is an f32 product, so
- * the error is that of an f32 solve, growing with the condition number κ. Measured relative
- * Frobenius error vs float64 (n = 300, 4 right-hand sides, 64 KiB bindings): 1.2e-7 at κ = 10,
- * 3.7e-6 at κ = 1e3, 3.6e-3 at κ = 1e6; a plain f32 Cholesky solve gives 4e-7, 1e-5, 1e-2, the
- * single-binding {@link spdSolve} ≈ 3.5e-8 throughout.
+ * Accuracy: relative Frobenius error vs float64 (n = 300, 4 right-hand sides, 64 KiB bindings):
+ * see tests/kernels_linalg_big_test.ts; without refinement (`maxRefine: 0`) it is that of an f32
+ * solve, ≈ 1e-7 at κ = 10, 4e-6 at κ = 1e3, 4e-3 at κ = 1e6.
  *
  * @param M `[n, n]` symmetric positive (semi-)definite matrix (may exceed one storage binding)
  * @param B `[n, k]` right-hand sides, or `[n]`
- * @param opts damping, name, refinement steps of the sub-solves
+ * @param opts damping, name, refinement steps (of this solve and of the sub-solves)
  * @returns X, same shape as B
  * @throws {NotPositiveDefiniteError} naming the matrix and the failing pivot in the whole matrix
  *
@@ -459,89 +784,63 @@ export async function spdSolveBlocks(
   if (B.shape.length === 1 ? B.size !== n : checkMatrix(B, "right-hand side", op, false) !== n) {
     throw new GpuError(op, `right-hand side [${B.shape}] does not match the ${n}×${n} matrix`);
   }
-  const damp = opts.damp ?? 0;
   if (n <= 1 || B.size === 0) return await spdSolve(M, B, opts);
-  return await asColumns(B, (B2) => schurSolve(M, B2, damp, name, opts.maxRefine));
-}
-
-/** The Schur-complement solve of {@link spdSolveBlocks} for a 2-D `B`. */
-async function schurSolve(
-  M: Tensor,
-  B: Tensor,
-  damp: number,
-  name: string,
-  maxRefine: number | undefined,
-): Promise<Tensor> {
-  const rt = M.rt;
-  const n = M.shape[0], k = B.cols, h = splitPoint(n), m = n - h;
-  const { sigma, d } = await shift(M, damp);
-  const temps: (Tensor | null)[] = [];
-  try {
-    const A = block(M, 0, 0, h, h);
-    const C = block(M, h, 0, m, h);
-    const Ct = transpose(C);
-    // Right-hand sides of the leading block: [Cᵀ, B1].
-    const R1 = Tensor.emptySync(rt, [h, m + k], "f32", `${name}:rhs11`);
-    temps.push(A, C, Ct, R1);
-    put(R1, Ct, 0, 0);
-    const B1 = block(B, 0, 0, h, k);
-    temps.push(B1);
-    put(R1, B1, 0, m);
-    const dampA = relativeDamp(A, sigma, d ? mean(d, 0, h) : 0);
-    let W: Tensor;
+  const damp = opts.damp ?? 0;
+  return await asColumns(B, async (B2) => {
+    const { sigma, d } = await shift(M, damp);
+    const { solver, X } = await schurSolver(M, B2, sigma, d, damp, name, opts.maxRefine);
+    let RM: ResidualMatrix | null = null;
     try {
-      W = await spdSolveAny(A, R1, { damp: dampA, name: `${name}[11]`, maxRefine });
+      const maxSteps = opts.maxRefine ?? 12;
+      if (maxSteps > 0) RM = residualMatrix(M, sigma, name);
+      let prev = Infinity;
+      for (let step = 0; step < maxSteps; step++) {
+        const R = residual(RM!, X, B2);
+        const D = await applySchur(solver, R, name, opts.maxRefine, damp).finally(() =>
+          R.dispose()
+        );
+        map("o + a", [D], [], { out: X });
+        const rho = await relativeSize(D, X).finally(() => D.dispose());
+        if (!Number.isFinite(rho)) {
+          throw new GpuError(op, "refinement produced a non-finite correction");
+        }
+        if (rho < SOLVE_TOL) break;
+        if (step > 1 && rho > 0.7 * prev) {
+          console.warn(`${op}: refinement stalled at relative correction ${rho.toExponential(2)}`);
+          break;
+        }
+        prev = rho;
+      }
+      return X;
     } catch (e) {
-      throw shiftPivot(e, 0, name, damp);
+      X.dispose();
+      throw e;
+    } finally {
+      disposeSchur(solver);
+      if (RM) disposeResidualMatrix(RM);
     }
-    temps.push(W);
-    const Y = block(W, 0, 0, h, m);
-    const w = block(W, 0, m, h, k);
-    temps.push(Y, w);
-    // S = M22 − C·Y (the σ of its diagonal is added by the damping of the sub-solve).
-    const S = block(M, h, h, m, m);
-    temps.push(S);
-    matmul(C, Y, { alpha: -1, beta: 1, out: S });
-    const r2 = block(B, h, 0, m, k);
-    temps.push(r2);
-    matmul(C, w, { alpha: -1, beta: 1, out: r2 });
-    const dS = sigma === 0 ? null : await readDiagonal(S);
-    const dampS = relativeDamp(S, sigma, dS ? mean(dS, 0, m) : 0);
-    let x2: Tensor;
-    try {
-      x2 = await spdSolveAny(S, r2, { damp: dampS, name: `${name}:schur`, maxRefine });
-    } catch (e) {
-      throw shiftPivot(e, h, name, damp);
-    }
-    temps.push(x2);
-    matmul(Y, x2, { alpha: -1, beta: 1, out: w });
-    const X = Tensor.emptySync(rt, [n, k], "f32", `${name}:solution`);
-    put(X, w, 0, 0);
-    put(X, x2, h, 0);
-    return X;
-  } finally {
-    disposeAll(temps);
-  }
+  });
 }
 
 /**
  * Inverse of a damped symmetric positive definite matrix of any size,
  * `(M + λ·mean(diag M)·I)⁻¹` (ALGORITHM.md §4.1; the mean over the whole matrix), with the
- * options of {@link spdInverse} (damping, name, `retryDamping`, `maxRefine` of the sub-inverses),
- * by the Schur complement of the leading block: `A⁻¹` of `A = M11 + σI` (refined
+ * options of {@link spdInverse} (damping, name, `retryDamping`, `maxRefine`). First inverse by
+ * the Schur complement of the leading block: `A⁻¹` of `A = M11 + σI` (refined
  * {@link spdInverse}), `Y = A⁻¹·M21ᵀ` (refined {@link spdSolve}: A is factored twice),
- * `S = M22 + σI − M21·Y`, `S⁻¹` (refined), and
- * `X = [[A⁻¹ + Y·S⁻¹·Yᵀ, −Y·S⁻¹], [−S⁻¹·Yᵀ, S⁻¹]]`; blocks still larger than one binding
- * recurse. Only the lower triangle of `M` is read; the result is exactly symmetric.
+ * `S = M22 + σI − M21·Y`, `S⁻¹` (refined), and `X = [[A⁻¹ + Y·S⁻¹·Yᵀ, −Y·S⁻¹], [−S⁻¹·Yᵀ, S⁻¹]]`;
+ * blocks still larger than one binding recurse. Then Newton steps `X ← X + X·(I − M_d·X)` with
+ * the residual in extended precision (exact products of 7-bit slices by f32 GEMMs, summed in
+ * double-f32; 11 GEMMs of n³ per step, plus one for `X·R`), each followed by one read-back of the
+ * relative correction ρ, until ρ ≤ 1e-3 (the error left is ≈ 2ρ²). Only the lower triangle of
+ * `M` is read; the result is exactly symmetric.
  *
- * Accuracy: the sub-inverses are refined to near-float64 accuracy, but `S` and the off-diagonal
- * blocks are f32 products, so the error is that of an f32 inverse, growing with κ. Measured
- * relative Frobenius error vs float64 (n = 300, 64 KiB bindings): 9e-8 at κ = 10, 3.6e-6 at
- * κ = 1e3, 3.6e-3 at κ = 1e6; a plain f32 Cholesky inverse gives 3.7e-7, 1.1e-5, 1.1e-2, the
- * single-binding {@link spdInverse} 2.5e-8, 2.5e-8, 1.6e-7.
+ * Accuracy: relative Frobenius error vs float64 (n = 300, 64 KiB bindings): see
+ * tests/kernels_linalg_big_test.ts; without refinement (`maxRefine: 0`) that of an f32 inverse,
+ * ≈ 1e-7 at κ = 10, 4e-6 at κ = 1e3, 4e-3 at κ = 1e6.
  *
  * @param M `[n, n]` symmetric positive semi-definite matrix (may exceed one storage binding)
- * @param opts damping, name, retry policy, refinement steps of the sub-inverses
+ * @param opts damping, name, retry policy, refinement steps (of this inverse and the sub-problems)
  * @returns the `[n, n]` inverse
  * @throws {NotPositiveDefiniteError} naming the matrix and the failing pivot in the whole matrix
  *
@@ -567,36 +866,85 @@ export async function spdInverseBlocks(
   if (n <= 1) return await spdInverse(M, opts);
   let damp = opts.damp ?? 0;
   for (let attempt = 0;; attempt++) {
+    let X: Tensor, sigma: number;
     try {
-      const X = await schurInverse(M, damp, name, opts.maxRefine);
-      if (attempt > 0) {
-        console.warn(`spdInverseBlocks(${name}): succeeded with damping λ = ${damp}`);
-      }
-      return X;
+      const s = await shift(M, damp);
+      sigma = s.sigma;
+      X = await schurInverse(M, sigma, s.d, damp, name, opts.maxRefine);
     } catch (e) {
       if (e instanceof NotPositiveDefiniteError && opts.retryDamping && attempt < 4) {
         const next = damp > 0 ? damp * 10 : 1e-5;
-        console.warn(
-          `spdInverseBlocks(${name}): ${e.message}; retrying with damping λ = ${next}`,
-        );
+        console.warn(`spdInverseBlocks(${name}): ${e.message}; retrying with damping λ = ${next}`);
         damp = next;
         continue;
       }
       throw e;
     }
+    if (attempt > 0) console.warn(`spdInverseBlocks(${name}): succeeded with damping λ = ${damp}`);
+    try {
+      await newtonRefine(M, X, sigma, opts.maxRefine ?? 8, name);
+    } catch (e) {
+      X.dispose();
+      throw e;
+    }
+    return X;
   }
 }
 
-/** One attempt of {@link spdInverseBlocks} at damping `damp`. */
+/** Newton steps `X ← X + X·(I − M_d·X)` with the extended-precision residual (see above). */
+async function newtonRefine(
+  M: Tensor,
+  X: Tensor,
+  sigma: number,
+  maxSteps: number,
+  name: string,
+): Promise<void> {
+  if (maxSteps <= 0) return;
+  const RM = residualMatrix(M, sigma, name);
+  try {
+    let prev = Infinity;
+    for (let step = 0; step < maxSteps; step++) {
+      const R = residual(RM, X, null);
+      const C = matmul(X, R, { name: `${name}:correction` });
+      R.dispose();
+      const rho = await relativeSize(C, X);
+      map("o + a", [C], [], { out: X });
+      C.dispose();
+      symmetrize(X);
+      if (!Number.isFinite(rho)) {
+        throw new GpuError(
+          `spdInverseBlocks(${name})`,
+          "refinement produced a non-finite correction",
+        );
+      }
+      if (rho < NEWTON_TOL) return;
+      if (step > 0 && rho > 0.5 * prev) {
+        console.warn(
+          `spdInverseBlocks(${name}): refinement stalled at relative correction ` +
+            `${
+              rho.toExponential(2)
+            } (the matrix is too ill-conditioned for f32; consider more damping)`,
+        );
+        return;
+      }
+      prev = rho;
+    }
+  } finally {
+    disposeResidualMatrix(RM);
+  }
+}
+
+/** The Schur-complement inverse of {@link spdInverseBlocks}, before refinement. */
 async function schurInverse(
   M: Tensor,
+  sigma: number,
+  d: Float64Array | null,
   damp: number,
   name: string,
   maxRefine: number | undefined,
 ): Promise<Tensor> {
   const rt = M.rt;
   const n = M.shape[0], h = splitPoint(n), m = n - h;
-  const { sigma, d } = await shift(M, damp);
   const temps: (Tensor | null)[] = [];
   try {
     const A = block(M, 0, 0, h, h);
@@ -614,12 +962,7 @@ async function schurInverse(
     temps.push(C, Ct);
     // Y = A⁻¹·Cᵀ by a refined solve: the product A⁻¹·Cᵀ in f32 would lose about κ(A)²·2⁻²⁴
     // (cancellation), enough to make S indefinite at κ = 1e6.
-    let Y: Tensor;
-    try {
-      Y = await spdSolveAny(A, Ct, { damp: dampA, name: `${name}[11]`, maxRefine });
-    } catch (e) {
-      throw shiftPivot(e, 0, name, damp);
-    }
+    const Y = await subSolve(A, Ct, dampA, `${name}[11]`, maxRefine, 0, name, damp);
     temps.push(Y);
     const S = block(M, h, h, m, m);
     temps.push(S);
@@ -637,9 +980,7 @@ async function schurInverse(
     temps.push(Z);
     // X11 = A⁻¹ + Y·S⁻¹·Yᵀ = A⁻¹ − Z·Yᵀ, made exactly symmetric.
     matmul(Z, Y, { transB: true, alpha: -1, beta: 1, out: Ai });
-    const AiT = transpose(Ai);
-    temps.push(AiT);
-    map("0.5 * (o + a)", [AiT], [], { out: Ai });
+    symmetrize(Ai);
     const Zt = transpose(Z);
     temps.push(Zt);
     const X = Tensor.emptySync(rt, [n, n], "f32", `${name}:inverse`);
