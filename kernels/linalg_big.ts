@@ -24,16 +24,25 @@
  * (one more read-back for the diagonal of S), so the originals keep σ out of the f32 matrix in
  * their refinement residuals as before.
  *
- * Accuracy: the sub-solves and sub-inverses are refined to near-float64 accuracy by the
- * originals, but the Schur complement `S = M22 − C·Y` is an f32 GEMM, and no public kernel
- * computes a residual of the whole matrix in more than f32. The result is therefore as accurate
- * as a plain f32 Cholesky solve/inverse, about `κ·2⁻²⁴` relative error, not the ≈ 1e-7 of the
- * single-binding originals. Measured (relative Frobenius error against float64, n = 300, one
- * and two levels of blocking; tests/kernels_linalg_big_test.ts): see {@link spdInverseBlocks}
- * and {@link spdSolveBlocks}.
+ * Accuracy: the Schur complement `S = M22 − C·Y` is an f32 product, so the first solution is only
+ * as accurate as a plain f32 solve or inverse (≈ κ·2⁻²⁴). The solve and the inverse then refine
+ * it (iterative refinement; Newton steps) with a residual `B − (M + σI)·X` in extended precision
+ * built from public f32 kernels only, after Ozaki's error-free splitting: the symmetric matrix and
+ * X are cut column by column into slices of β = ⌊(24 − log₂ n)/2⌋ bits on per-column power-of-two
+ * grids (β = 7 at n = 300, 5 at n = 11,008), so that a GEMM of one slice of each sums integers
+ * below 2²⁴ and is exact; the slices cover ≥ 15 bits, the rests are multiplied by plain f32 GEMMs
+ * (≈ 2⁻¹⁵ of the product, so their rounding is ≈ 2⁻³⁹ of it), σ·X is an exact Dekker product, and
+ * everything is summed in double-f32 by element-wise two-sums. Measured: residual error 2⁻³⁹…2⁻⁴³
+ * of |M|·|X| (n = 129, 300); relative Frobenius error of the solve and the inverse vs float64
+ * ≈ 3e-8 at κ = 10, 1e3 and 1e6 (n = 300, two levels of blocking), as good as the single-binding
+ * originals. Cost of one residual: 6–11 GEMMs of the size of `M·X` and ≈ 2 element-wise passes
+ * each, and memory for ≈ 10 more matrices of M's size (slices of M and of X).
  *
- * Read-backs: `choleskyBlocks` one status word per leaf block that fits (2 per level);
- * `spdSolveBlocks`/`spdInverseBlocks` those of the sub-calls plus, when damped, the diagonals.
+ * Read-backs: `choleskyBlocks` one status word per block factored by the original (2 per
+ * level); `spdSolveBlocks`/`spdInverseBlocks` those of their sub-calls, the diagonals when damped,
+ * and one relative-correction ratio per refinement step (typically 1–2 steps). The sub-solves of
+ * each refinement step of `spdSolveBlocks` factor the diagonal blocks again (a Cholesky of n/2
+ * twice per step), since the originals keep no factor between calls.
  *
  * @module
  */
@@ -745,8 +754,8 @@ async function applySchur(
  * the leading block: `[Y, w] = A⁻¹·[M21ᵀ, B1]` (one refined {@link spdSolve} of `A = M11 + σI`),
  * `S = M22 + σI − M21·Y`, `x2 = S⁻¹·(B2 − M21·w)` (refined), `x1 = w − Y·x2`; blocks still larger
  * than one binding recurse. Then iterative refinement: the residual `B − M_d·X` in extended
- * precision (exact products of 7-bit slices by f32 GEMMs, summed in double-f32: ≈ 2⁻³⁹·|M||X|;
- * 11 GEMMs of the size of M·X), the correction by the same Schur solver, until the relative
+ * precision (see the module doc; ≈ 2⁻³⁹·|M||X|, 6–11 GEMMs of the size of M·X), the correction
+ * by the same Schur solver, until the relative
  * correction is below 1e-7 (each step: one read-back, and the two sub-solves' own).
  * Only the lower triangle of `M` is read.
  *
@@ -830,8 +839,8 @@ export async function spdSolveBlocks(
  * {@link spdInverse}), `Y = A⁻¹·M21ᵀ` (refined {@link spdSolve}: A is factored twice),
  * `S = M22 + σI − M21·Y`, `S⁻¹` (refined), and `X = [[A⁻¹ + Y·S⁻¹·Yᵀ, −Y·S⁻¹], [−S⁻¹·Yᵀ, S⁻¹]]`;
  * blocks still larger than one binding recurse. Then Newton steps `X ← X + X·(I − M_d·X)` with
- * the residual in extended precision (exact products of 7-bit slices by f32 GEMMs, summed in
- * double-f32; 11 GEMMs of n³ per step, plus one for `X·R`), each followed by one read-back of the
+ * the residual in extended precision (see the module doc; 6–11 GEMMs of n³ per step, plus one for
+ * `X·R`), each followed by one read-back of the
  * relative correction ρ, until ρ ≤ 1e-3 (the error left is ≈ 2ρ²). Only the lower triangle of
  * `M` is read; the result is exactly symmetric.
  *

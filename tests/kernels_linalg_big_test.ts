@@ -276,16 +276,23 @@ Deno.test("spdSolveBlocks() matches float64 at κ = 10, 1e3, 1e6; vectors; dampi
   const rng = new Rng(33);
   await limited(async () => {
     const n = 300, k = 4;
-    for (const [kappa, bound] of [[10, 1e-5], [1e3, 3e-5], [1e6, 3e-2]]) {
+    for (const kappa of [10, 1e3, 1e6]) {
       const m = conditioned(n, kappa, rng);
       const b = rng.normals(n * k);
+      const ref = solveRef(m, n, b, k);
       const M = await upload(garbleUpper(m, n, rng), [n, n], `cond${kappa}`);
-      const X = await spdSolveBlocks(M, await upload(b, [n, k], "B"));
-      const err = relFrob(await X.read(), solveRef(m, n, b, k));
-      console.log(`spdSolveBlocks n=${n} κ=${kappa}: relative error ${err.toExponential(2)}`);
-      assert.ok(err < bound, `κ = ${kappa}: relative error ${err}`);
+      const B = await upload(b, [n, k], "B");
+      const err = relFrob(await (await spdSolveBlocks(M, B)).read(), ref);
+      // Measured ≈ 3e-8 at every κ (float64-like).
+      assert.ok(err < 1e-6, `κ = ${kappa}: relative error ${err}`);
+      if (kappa === 1e6) {
+        // Without refinement it is an f32 solve (≈ 4e-3 measured): the refinement does the work.
+        const plain = await spdSolveBlocks(M, B, { maxRefine: 0 });
+        const errPlain = relFrob(await plain.read(), ref);
+        assert.ok(errPlain > 1e-4 && errPlain < 5e-2, `κ = 1e6 unrefined: ${errPlain}`);
+      }
       M.dispose();
-      X.dispose();
+      B.dispose();
     }
     // A rank-deficient PSD matrix (rank 40): only the damping over the whole matrix makes it
     // invertible; a 1-D right-hand side.
@@ -295,7 +302,7 @@ Deno.test("spdSolveBlocks() matches float64 at κ = 10, 1e3, 1e6; vectors; dampi
     const x = await spdSolveBlocks(await upload(m, [n, n]), await upload(b, [n]), { damp: 0.05 });
     assert.deepStrictEqual(x.shape, [n]);
     const err = relFrob(await x.read(), solveRef(damped(m, n, 0.05), n, b, 1));
-    assert.ok(err < 1e-5, `damped: relative error ${err}`);
+    assert.ok(err < 1e-6, `damped: relative error ${err}`);
   });
 });
 
@@ -321,14 +328,21 @@ Deno.test("spdInverseBlocks() matches float64 at κ = 10, 1e3, 1e6 and is symmet
   const rng = new Rng(44);
   await limited(async () => {
     const n = 300;
-    for (const [kappa, bound] of [[10, 1e-5], [1e3, 3e-5], [1e6, 3e-2]]) {
+    for (const kappa of [10, 1e3, 1e6]) {
       const m = conditioned(n, kappa, rng);
+      const ref = solveRef(m, n, identity(n), n);
       const M = await upload(garbleUpper(m, n, rng), [n, n], `cond${kappa}`);
       const X = await spdInverseBlocks(M);
       const x = await X.read();
-      const err = relFrob(x, solveRef(m, n, identity(n), n));
-      console.log(`spdInverseBlocks n=${n} κ=${kappa}: relative error ${err.toExponential(2)}`);
-      assert.ok(err < bound, `κ = ${kappa}: relative error ${err}`);
+      const err = relFrob(x, ref);
+      // Measured ≈ 3e-8 at every κ; the issue's bounds for one binding are 1e-5 / 1e-4.
+      assert.ok(err < 1e-6, `κ = ${kappa}: relative error ${err}`);
+      if (kappa === 1e6) {
+        const plain = await spdInverseBlocks(M, { maxRefine: 0 });
+        const errPlain = relFrob(await plain.read(), ref);
+        assert.ok(errPlain > 1e-4 && errPlain < 5e-2, `κ = 1e6 unrefined: ${errPlain}`);
+        plain.dispose();
+      }
       for (let i = 0; i < n; i++) {
         for (let j = 0; j < i; j++) assert.equal(x[i * n + j], x[j * n + i], `X[${i}, ${j}]`);
       }
@@ -350,7 +364,7 @@ Deno.test("spdInverseBlocks() damps with the mean diagonal of the whole matrix",
     const X = await spdInverseBlocks(await upload(m, [n, n]), { damp: 0.01 });
     const ref = solveRef(damped(m, n, 0.01), n, identity(n), n);
     const err = relFrob(await X.read(), ref);
-    assert.ok(err < 1e-4, `relative error ${err}`);
+    assert.ok(err < 1e-6, `relative error ${err}`);
     // The shift of the leading 64×64 block's own mean would be far off.
     const own = damped(m, n, 0);
     let tr = 0;
