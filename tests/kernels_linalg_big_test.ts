@@ -176,6 +176,12 @@ Deno.test("choleskyBlocks() matches float64 with one and two levels of blocking"
       L.dispose();
     }
   });
+  // Without a lowered limit the blocks fit at once; below 128 the split is not a multiple of 64.
+  for (const n of [1, 2, 100]) {
+    const m = spd(n, rng);
+    const L = await choleskyBlocks(await upload(m, [n, n]));
+    assert.ok(relFrob(await L.read(), choleskyRef(m, n)) < 2e-6, `n = ${n}`);
+  }
 });
 
 Deno.test("choleskyBlocks() names the matrix and the pivot's index in the whole matrix", async () => {
@@ -228,7 +234,9 @@ Deno.test("triangularSolveBlocks() solves every variant of triangle, transpose a
             if (n > 150 && (side === "right" || transpose)) continue; // two levels: one per side
             const b = rng.normals(n * k);
             const B = await upload(b, side === "left" ? [n, k] : [k, n], "B");
+            const syncs = T.rt.stats.syncs;
             const X = triangularSolveBlocks(T, B, { lower, transpose, side });
+            assert.equal(T.rt.stats.syncs, syncs, "recorded without waiting for the GPU");
             // X·E = B ⇔ Eᵀ·Xᵀ = Bᵀ.
             const ref = side === "left"
               ? solveRef(e, n, b, k)
