@@ -258,14 +258,10 @@ function disposeAll(ts: (Tensor | null | undefined)[]): void {
  *
  * @example Usage
  * ```ts ignore
- * import { choleskyBlocks, gpu, Tensor } from "@llm-surgeon/toolkit";
- * const restore = (await gpu()).limitBinding(256); // pretend a 9-element matrix is too big
- * try {
- *   const M = await Tensor.from([4, 0, 0, 2, 5, 0, 0, 3, 10], [3, 3]);
- *   console.log(await (await choleskyBlocks(M)).read()); // [2, 0, 0, 1, 2, 0, 0, 1.5, ≈2.78]
- * } finally {
- *   restore();
- * }
+ * import { choleskyBlocks, Tensor } from "@llm-surgeon/toolkit";
+ * // Any size; split once even when M fits one binding (blocks that do not fit recurse).
+ * const M = await Tensor.from([4, 0, 0, 2, 5, 0, 0, 3, 10], [3, 3]); // lower triangle read
+ * console.log(await (await choleskyBlocks(M)).read()); // [2, 0, 0, 1, 2, 0, 0, 1.5, 2.78388]
  * ```
  */
 export async function choleskyBlocks(M: Tensor, opts: CholeskyOptions = {}): Promise<Tensor> {
@@ -325,15 +321,10 @@ export async function choleskyBlocks(M: Tensor, opts: CholeskyOptions = {}): Pro
  *
  * @example Usage
  * ```ts ignore
- * import { gpu, Tensor, triangularSolveBlocks } from "@llm-surgeon/toolkit";
- * const restore = (await gpu()).limitBinding(256); // pretend a 9-element matrix is too big
- * try {
- *   const L = await Tensor.from([2, 0, 0, 1, 1, 0, 0, 1, 4], [3, 3]);
- *   const b = await Tensor.from([2, 2, 5]);
- *   console.log(await triangularSolveBlocks(L, b, { lower: true }).read()); // [1, 1, 1]
- * } finally {
- *   restore();
- * }
+ * import { Tensor, triangularSolveBlocks } from "@llm-surgeon/toolkit";
+ * const L = await Tensor.from([2, 0, 0, 1, 1, 0, 0, 1, 4], [3, 3]);
+ * const b = await Tensor.from([2, 2, 5]);
+ * console.log(await triangularSolveBlocks(L, b, { lower: true }).read()); // [1, 1, 1]
  * ```
  */
 export function triangularSolveBlocks(
@@ -771,15 +762,10 @@ async function applySchur(
  *
  * @example Usage
  * ```ts ignore
- * import { gpu, spdSolveBlocks, Tensor } from "@llm-surgeon/toolkit";
- * const restore = (await gpu()).limitBinding(256); // pretend a 9-element matrix is too big
- * try {
- *   const M = await Tensor.from([4, 0, 0, 2, 5, 0, 0, 3, 10], [3, 3]); // lower triangle read
- *   const x = await spdSolveBlocks(M, await Tensor.from([4, 7, 13]));
- *   console.log(await x.read()); // ≈ [1, 1, 1]
- * } finally {
- *   restore();
- * }
+ * import { spdSolveBlocks, Tensor } from "@llm-surgeon/toolkit";
+ * const M = await Tensor.from([4, 0, 0, 2, 5, 0, 0, 3, 10], [3, 3]); // lower triangle read
+ * const x = await spdSolveBlocks(M, await Tensor.from([6, 10, 13]));
+ * console.log(await x.read()); // [1, 1, 1]
  * ```
  */
 export async function spdSolveBlocks(
@@ -855,15 +841,10 @@ export async function spdSolveBlocks(
  *
  * @example Usage
  * ```ts ignore
- * import { gpu, spdInverseBlocks, Tensor } from "@llm-surgeon/toolkit";
- * const restore = (await gpu()).limitBinding(256); // pretend a 9-element matrix is too big
- * try {
- *   const M = await Tensor.from([2, 0, 0, 1, 4, 0, 0, 0, 1], [3, 3]);
- *   const X = await spdInverseBlocks(M, { damp: 0.1 }); // (M + 0.1·(7/3)·I)⁻¹
- *   console.log(await X.read());
- * } finally {
- *   restore();
- * }
+ * import { spdInverseBlocks, Tensor } from "@llm-surgeon/toolkit";
+ * const M = await Tensor.from([2, 1, 0, 1, 4, 0, 0, 0, 1], [3, 3]);
+ * const X = await spdInverseBlocks(M, { damp: 0.1 }); // (M + 0.1·(7/3)·I)⁻¹
+ * console.log(await X.read()); // ≈ [0.500723, -0.118281, 0, -0.118281, 0.264161, 0, 0, 0, 0.810811]
  * ```
  */
 export async function spdInverseBlocks(
