@@ -382,6 +382,26 @@ Deno.test("spdInverseBlocks() damps with the mean diagonal of the whole matrix",
   });
 });
 
+Deno.test("spdSolveBlocks() and spdInverseBlocks() damp a zero leading block", async () => {
+  const rng = new Rng(12);
+  await limited(async () => {
+    // Rows and columns 0…149 are zero: the leading block's own mean diagonal is 0, so the shift
+    // of the whole matrix cannot be expressed as a relative damping of that block.
+    const n = 200;
+    const g = rng.normals(n * 20);
+    for (let i = 0; i < 150 * 20; i++) g[i] = 0;
+    const m = Float32Array.from(matmulRef(g, g, n, n, 20, false, true));
+    const M = await upload(m, [n, n], "G");
+    const X = await spdInverseBlocks(M, { damp: 0.1 });
+    const ref = solveRef(damped(m, n, 0.1), n, identity(n), n);
+    assert.ok(relFrob(await X.read(), ref) < 1e-6, `inverse: ${relFrob(await X.read(), ref)}`);
+    const b = rng.normals(n * 2);
+    const Y = await spdSolveBlocks(M, await upload(b, [n, 2]), { damp: 0.1 });
+    const err = relFrob(await Y.read(), solveRef(damped(m, n, 0.1), n, b, 2));
+    assert.ok(err < 1e-6, `solve: ${err}`);
+  });
+});
+
 Deno.test("spdInverseBlocks() reports a singular matrix, or retries with more damping", async () => {
   await limited(async () => {
     const n = 150;
