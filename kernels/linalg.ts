@@ -4,12 +4,17 @@
  * at once.
  *
  * How it works:
- * - **Cholesky** is recursive: split `M` into 2×2 blocks, factor `M11 = L11·L11ᵀ` (recursively,
- *   also producing `L11⁻¹`), `L21 = M21·L11⁻ᵀ`, `S = M22 − L21·L21ᵀ`, factor `S`. The work is in
- *   GEMMs ({@link matmul}); the leaves (≤ 64×64) are factored and inverted inside one workgroup.
- *   Everything is recorded into one submission; the only read-back is one status word (the first
- *   failing pivot), so a matrix that is not positive definite raises
- *   {@link NotPositiveDefiniteError} and never yields NaN.
+ * - **Cholesky** is recursive: split `M` into 2×2 blocks, factor `M11 = L11·L11ᵀ`, solve
+ *   `L21·L11ᵀ = M21` (recursively on the columns, through explicit inverses of the blocks of at
+ *   most 256), `S = M22 − L21·L21ᵀ`, factor `S`. The factor is kept as the tree of this blocking,
+ *   so `L⁻¹` is built from it only when a caller wants it. About n³/6 multiply-adds for L and n³/3
+ *   more for L⁻¹, nearly all in GEMMs ({@link matmul}); the leaves (≤ 64×64) are factored and
+ *   inverted inside one workgroup. Everything is recorded into one submission; the only read-back
+ *   is one status word (the first failing pivot), so a matrix that is not positive definite
+ *   raises {@link NotPositiveDefiniteError} and never yields NaN.
+ * - **Stacks.** The same code factors a stack `[b, n, n]` of matrices at once (batched GEMMs, one
+ *   leaf workgroup per matrix): {@link batchedSpdSolve} uses it for systems too large for its
+ *   one-workgroup-per-system kernel.
  * - **Accuracy.** f32 Cholesky loses about `κ·2⁻²⁴` relative accuracy. {@link spdInverse} refines
  *   the f32 inverse by Newton steps `X ← X + X·R` with the residual `R = I − M_d·X` computed in
  *   double-f32 arithmetic (Dekker products + two-sum, error ≈ 2⁻⁴⁸·|M||X|), so the error is
@@ -17,12 +22,15 @@
  *   {@link batchedSpdSolve} use classic iterative refinement with the same compensated residual.
  *   The damping shift is kept out of the f32 matrix in the residual (`R = I − M·X − σ·X`), so the
  *   rounding of the damped diagonal does not limit the accuracy.
- * - **Cost.** Only the lower triangle of the input is read. The double-f32 residual costs about
- *   nine f32 GEMMs of the same size (no fused multiply-add on the software adapter: Dekker splits
- *   instead), so one Newton step makes the inverse ≈ 4–9× slower than the plain f32 Cholesky
- *   inverse (`maxRefine: 0`, error ≈ 0.2·κ·2⁻²⁴). Steps needed: one for κ ≲ 1e4, two to three near
- *   κ = 1e6. Measured errors vs float64: ≈ 3e-8 after refinement (κ = 1e3…1e6, n = 129…512);
- *   within 1e-5 / 1e-4 at n = 3072 (tests/slow).
+ * - **Cost.** Only the lower triangle of the input is read. The plain f32 inverse (`maxRefine: 0`)
+ *   is the factor tree, `L⁻¹`, and `X = L⁻ᵀ·L⁻¹` as a triangular Gram product (n³/2): about n³
+ *   multiply-adds in all, ≈ 0.35× the GEMM rate at n = 2048 on the software adapter, error ≈ κ·2⁻²⁴
+ *   (9e-5 measured on a damped Gram matrix of κ ≈ 1e3). A Newton step is the double-f32 residual,
+ *   n³ terms at 19 f32 operations each (no fused multiply-add on the software adapter: Dekker
+ *   splits instead; ≈ 4.3 f32 GEMMs of the same size), plus the lower block triangle of the
+ *   correction `X·R` (≈ 0.8 GEMM). Steps needed: one for κ ≲ 1e4, two to three near κ = 1e6.
+ *   Measured errors vs float64: ≈ 3e-8 after refinement (κ = 1e3…1e6, n = 129…512; n = 3072 in
+ *   tests/slow: 2.7e-8 at κ = 1e3, 3.9e-8 at κ = 1e6).
  *
  * @module
  */
@@ -1064,10 +1072,11 @@ const NEWTON_TOL = 1e-3;
  * (ALGORITHM.md §4.1), with float64-like accuracy: relative Frobenius error ≈ 1e-7 for
  * well-conditioned matrices and ≤ 1e-4 up to condition number 1e6.
  *
- * Steps: damped copy, recursive Cholesky giving L⁻¹ (one read-back: the status word), X = L⁻ᵀL⁻¹,
- * then Newton steps `X ← X + X·(I − M_d·X)` with the residual in double-f32, each followed by one
- * small read-back of the relative correction ρ, until ρ ≤ 1e-3 (the error left is ≈ 2ρ²);
- * finally X is symmetrised. Typical step counts: 1 for κ ≤ 1e4, 2–3 for κ ≈ 1e6.
+ * Steps: damped copy, recursive Cholesky and L⁻¹ (one read-back: the status word), X = L⁻ᵀL⁻¹ (a
+ * triangular Gram product), then Newton steps `X ← X + X·(I − M_d·X)` with the residual in
+ * double-f32 and only the lower block triangle of the symmetric correction computed (then
+ * mirrored), each followed by one small read-back of the relative correction ρ, until ρ ≤ 1e-3
+ * (the error left is ≈ 2ρ²). Typical step counts: 1 for κ ≤ 1e4, 2–3 for κ ≈ 1e6.
  *
  * @param M `[n, n]` symmetric positive semi-definite matrix
  * @param opts damping, name, retry policy
@@ -1468,10 +1477,12 @@ export interface BatchedSpdSolveOptions {
 }
 
 /**
- * Solves many independent SPD systems `M_s·X_s = B_s` at once: one dispatch, one workgroup per
- * system (damped Cholesky, substitution, and refinement with a double-f32 residual, stopping per
- * system when the correction reaches f32 rounding). Meant for n ≤ 256; larger n work but run one
- * system per workgroup. Reads back one status array.
+ * Solves many independent SPD systems `M_s·X_s = B_s` at once. Small systems: one dispatch, one
+ * workgroup per system (damped Cholesky, substitution, and refinement with a double-f32 residual,
+ * stopping per system when the correction reaches f32 rounding), one status read-back. Systems
+ * too large for one workgroup (on llvmpipe, whose loop limit allows about n ≤ 160): all systems
+ * through the stacked blocked Cholesky (batched GEMMs), then batched refinement with one small
+ * read-back per step until every system's correction is below 1e-7.
  *
  * @param Ms `[b, n, n]` SPD matrices
  * @param Bs `[b, n, k]` right-hand sides (or `[b, n]` for one column each)
