@@ -34,8 +34,9 @@
  * (≈ 2⁻¹⁵ of the product, so their rounding is ≈ 2⁻³⁹ of it), σ·X is an exact Dekker product, and
  * everything is summed in double-f32 by element-wise two-sums. Measured: residual error 2⁻³⁹…2⁻⁴³
  * of |M|·|X| (n = 129, 300); relative Frobenius error of the solve and the inverse vs float64
- * ≈ 3e-8 at κ = 10, 1e3 and 1e6 (n = 300, two levels of blocking), as good as the single-binding
- * originals. Cost of one residual: 6–11 GEMMs of the size of `M·X` and ≈ 2 element-wise passes
+ * ≈ 3e-8 at κ = 10, 1e3 and 1e6 (n = 300, two levels of blocking; n = 1024, κ ≈ 400), as good as
+ * the single-binding originals. With fewer bits per slice at larger n the error at κ = 1e6 is
+ * expected to rise to ≈ 1e-6 (see `sliceCount`); κ ≤ 1e4 stays near 3e-8. Cost of one residual: 6–11 GEMMs of the size of `M·X` and ≈ 2 element-wise passes
  * each, and memory for ≈ 10 more matrices of M's size (slices of M and of X).
  *
  * Read-backs: `choleskyBlocks` one status word per block factored by the original (2 per
@@ -439,7 +440,9 @@ function sliceBits(K: number): number {
 /**
  * Number of slices per operand: the parts cover at least 15 bits below each column's largest
  * entry, so the f32 products of the rests are ≈ 2⁻¹⁵ of the product and their rounding
- * ≈ 2⁻³⁹ of it.
+ * ≈ 2⁻³⁹ of it. The refined error grows with κ times that: measured at n = 300, 21 bits (3 × 7)
+ * give 3e-8 at κ = 1e6, 14 bits (2 × 7) 1.5e-6; both 3e-8 at κ ≤ 1e3. At n = 11,008 (β = 5) the
+ * three parts cover 15 bits; a fourth (20 bits) would cost 7 more GEMMs per residual.
  */
 function sliceCount(beta: number): number {
   return Math.ceil(15 / beta);
