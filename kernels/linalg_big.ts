@@ -352,7 +352,8 @@ export function triangularSolveBlocks(
       );
     }
   }
-  if (n <= 1 || B.size === 0) return triangularSolve(L, B, opts);
+  if (B.size === 0) return Tensor.emptySync(L.rt, B.shape, "f32", `${B.name}:solved`);
+  if (n <= 1) return triangularSolve(L, B, opts);
   const B2 = vector ? B.reshape([n, 1]) : B;
   try {
     const X = solveByBlocks(L, B2, opts.lower, transpose, side);
@@ -782,7 +783,8 @@ export async function spdSolveBlocks(
   if (B.shape.length === 1 ? B.size !== n : checkMatrix(B, "right-hand side", op, false) !== n) {
     throw new GpuError(op, `right-hand side [${B.shape}] does not match the ${n}×${n} matrix`);
   }
-  if (n <= 1 || B.size === 0) return await spdSolve(M, B, opts);
+  if (B.size === 0) return Tensor.emptySync(M.rt, B.shape, "f32", `${name}:solution`);
+  if (n <= 1) return await spdSolve(M, B, opts);
   const damp = opts.damp ?? 0;
   return await asColumns(B, async (B2) => {
     const { sigma, d } = await shift(M, damp);

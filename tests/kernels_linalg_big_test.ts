@@ -254,7 +254,7 @@ Deno.test("triangularSolveBlocks() solves every variant of triangle, transpose a
   });
 });
 
-Deno.test("triangularSolveBlocks() takes a 1-D right-hand side and refuses bad shapes", async () => {
+Deno.test("triangularSolveBlocks() takes 1-D and empty right-hand sides and refuses bad shapes", async () => {
   const rng = new Rng(10);
   await limited(async () => {
     const n = 200;
@@ -273,6 +273,11 @@ Deno.test("triangularSolveBlocks() takes a 1-D right-hand side and refuses bad s
       () => triangularSolveBlocks(T, Tensor.emptySync(T.rt, [n + 1, 2]), { lower: true }),
       /does not match the 200×200 triangle/,
     );
+    // No right-hand sides: an empty result, even though T is over the binding limit.
+    const none = triangularSolveBlocks(T, Tensor.emptySync(T.rt, [n, 0]), { lower: true });
+    assert.deepStrictEqual(none.shape, [n, 0]);
+    const noSolve = await spdSolveBlocks(T, Tensor.emptySync(T.rt, [n, 0]));
+    assert.deepStrictEqual(noSolve.shape, [n, 0]);
   });
 });
 
