@@ -36,7 +36,7 @@
  * of |M|·|X| (n = 129, 300); relative Frobenius error of the solve and the inverse vs float64
  * ≈ 3e-8 at κ = 10, 1e3 and 1e6 (n = 300, two levels of blocking; n = 1024, κ ≈ 400), as good as
  * the single-binding originals. With fewer bits per slice at larger n the error at κ = 1e6 is
- * expected to rise to ≈ 1e-6 (see `sliceCount`); κ ≤ 1e4 stays near 3e-8. Cost of one residual: 6–11 GEMMs of the size of `M·X` and ≈ 2 element-wise passes
+ * expected to rise to ≈ 1e-6 (see `sliceCount`); κ ≤ 1e4 stays near 3e-8. Cost of one residual: 6–11 GEMMs of the size of `M·X` (n ≤ 16,384) and ≈ 2 element-wise passes
  * each, and memory for ≈ 10 more matrices of M's size (slices of M and of X).
  *
  * Read-backs: `choleskyBlocks` one status word per block factored by the original (2 per
@@ -526,7 +526,8 @@ function split12(x: number): [number, number] {
  * 2⁻²⁴·√n of an f32 GEMM: `Ms·X` is the sum of the exact products of the slices of `Ms` and `X`
  * (one f32 GEMM each) and two f32 GEMMs for the rests (`Ms·X_rest + Ms_rest·(X − X_rest)`), σ·X
  * an exact product (Dekker), all summed in double-f32. Costs `count² + 2` GEMMs of the size of
- * `Ms·X` (11 for n ≤ 65,536) and ≈ 2 element-wise passes per GEMM.
+ * `Ms·X` (6 for n ≤ 256, 11 for n ≤ 16,384, 18 up to 65,536) and ≈ 2 element-wise passes per
+ * GEMM.
  */
 function residual(R: ResidualMatrix, X: Tensor, B: Tensor | null): Tensor {
   const rt = X.rt;
