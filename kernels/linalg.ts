@@ -515,36 +515,8 @@ function assemble(b11: Tensor, b21: Tensor, b22: Tensor, name: string): Tensor {
   return out;
 }
 
-/** Below this size the structured products ({@link gramOfLower}, {@link lowerProduct}) are one GEMM. */
+/** Below this size {@link lowerProduct} is one GEMM. */
 const STRUCT_MIN = 256;
-
-/**
- * X = Yᵀ·Y for a lower-triangular `Y` (its zeros above the diagonal are used as zeros), exactly
- * symmetric. Recursive on 2×2 blocks `Y = [[A, 0], [B, C]]`: `X11 = AᵀA + BᵀB`, `X21 = CᵀB`,
- * `X22 = CᵀC`, so the zero block is never multiplied: ≈ n³/2 multiply-adds instead of n³.
- */
-function gramOfLower(Y: Tensor, name: string): Tensor {
-  const n = Y.shape[0];
-  if (n <= STRUCT_MIN) return mm(Y, Y, { transA: true, name });
-  const h = splitPoint(n), m = n - h;
-  const A = block(Y, 0, 0, h, h);
-  const B = block(Y, h, 0, m, h);
-  const C = block(Y, h, h, m, m);
-  const X11 = gramOfLower(A, `${name}[11]`);
-  A.dispose();
-  mm(B, B, { transA: true, beta: 1, out: X11 });
-  const X21 = mm(C, B, { transA: true, name: `${name}[21]` });
-  B.dispose();
-  const X22 = gramOfLower(C, `${name}[22]`);
-  C.dispose();
-  const X = Tensor.emptySync(Y.rt, [n, n], "f32", name);
-  copyBlock(X11, 0, 0, X, 0, 0, h, h);
-  copyBlock(X21, 0, 0, X, h, 0, m, h);
-  copyBlock(X21, 0, 0, X, 0, h, h, m, true);
-  copyBlock(X22, 0, 0, X, h, h, m, m);
-  for (const t of [X11, X21, X22]) t.dispose();
-  return X;
-}
 
 /**
  * The lower block triangle of `A·B` (`A` is m×K, `B` is K×m): blocks above the diagonal blocks
@@ -784,6 +756,30 @@ function inverseOf(f: Factor): Tensor {
   f.Li = assemble(P, Li21, R, "cholesky:Linv");
   Li21.dispose();
   return f.Li;
+}
+
+/**
+ * `M⁻¹ = L⁻ᵀ·L⁻¹` from the factor tree of M, by blocks: `X22 = S⁻¹` (from the second sub-tree),
+ * `T = L21·L11⁻¹`, `X21 = −X22·T`, `X11 = M11⁻¹ + Tᵀ·X22·T` (from the first sub-tree). About n³/2
+ * multiply-adds, against n³/3 + n³/2 for L⁻¹ and then L⁻ᵀ·L⁻¹. Symmetric up to rounding in the
+ * leading blocks (callers symmetrise).
+ */
+function inverseFromFactor(f: Factor, name: string): Tensor {
+  if (f.kind === "leaf") return mm(f.Li, f.Li, { transA: true, name });
+  const h = f.h, m = f.n - h;
+  const X22 = inverseFromFactor(f.t22, `${name}[22]`);
+  const T = mm(f.L21, inverseOf(f.t11), { name: `${name}:T` });
+  const X21 = mm(X22, T, { alpha: -1, name: `${name}[21]` });
+  const X11 = inverseFromFactor(f.t11, `${name}[11]`);
+  mm(T, X21, { transA: true, alpha: -1, beta: 1, out: X11 });
+  T.dispose();
+  const X = stackLike(X11, f.n, f.n, name);
+  copyBlock(X11, 0, 0, X, 0, 0, h, h);
+  copyBlock(X21, 0, 0, X, h, 0, m, h);
+  copyBlock(X21, 0, 0, X, 0, h, h, m, true);
+  copyBlock(X22, 0, 0, X, h, h, m, m);
+  for (const t of [X11, X21, X22]) t.dispose();
+  return X;
 }
 
 /** L⁻¹ of a factor tree as a tensor of its own (the tree keeps its copy). */
@@ -1101,13 +1097,15 @@ export async function spdInverse(M: Tensor, opts: SpdInverseOptions = {}): Promi
     for (let attempt = 0;; attempt++) {
       const status = newStatus(M.rt, name);
       const Md = dampedCopy(Ms, damp, status, name);
-      let Li: Tensor | null = null;
+      let X: Tensor | null = null;
       try {
-        Li = inverseFactor(Md, status, "chol");
+        const f = choleskyTree(Md, 0, status);
+        X = inverseFromFactor(f, `${name}:inverse`);
+        disposeFactor(f);
         Md.dispose();
         await checkStatus(status, name, damp);
       } catch (e) {
-        Li?.dispose();
+        X?.dispose();
         Md.dispose();
         status.dispose();
         if (e instanceof NotPositiveDefiniteError && opts.retryDamping && attempt < 4) {
@@ -1119,8 +1117,6 @@ export async function spdInverse(M: Tensor, opts: SpdInverseOptions = {}): Promi
         throw e;
       }
       if (attempt > 0) console.warn(`spdInverse(${name}): succeeded with damping λ = ${damp}`);
-      const X = gramOfLower(Li, `${name}:inverse`);
-      Li.dispose();
       try {
         await newtonRefine(Ms, X, status, damp !== 0, maxRefine, name);
       } catch (e) {
