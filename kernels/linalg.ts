@@ -23,9 +23,10 @@
  *   The damping shift is kept out of the f32 matrix in the residual (`R = I − M·X − σ·X`), so the
  *   rounding of the damped diagonal does not limit the accuracy.
  * - **Cost.** Only the lower triangle of the input is read. The plain f32 inverse (`maxRefine: 0`)
- *   is the factor tree, `L⁻¹`, and `X = L⁻ᵀ·L⁻¹` as a triangular Gram product (n³/2): about n³
- *   multiply-adds in all, ≈ 0.35× the GEMM rate at n = 2048 on the software adapter, error ≈ κ·2⁻²⁴
- *   (9e-5 measured on a damped Gram matrix of κ ≈ 1e3). A Newton step is the double-f32 residual,
+ *   is the factor tree and `M⁻¹` built from it block by block (X22 = S⁻¹, X21 = −X22·L21·L11⁻¹,
+ *   X11 = M11⁻¹ + Tᵀ·X22·T): about 0.7 n³ multiply-adds in all, ≈ 0.4× the GEMM rate (counting
+ *   n³ flops) at n = 2048 on the software adapter, error ≈ κ·2⁻²⁴ (4.6e-5 measured on a damped
+ *   Gram matrix of κ ≈ 1e3). A Newton step is the double-f32 residual,
  *   n³ terms at 19 f32 operations each (no fused multiply-add on the software adapter: Dekker
  *   splits instead; ≈ 4.3 f32 GEMMs of the same size), plus the lower block triangle of the
  *   correction `X·R` (≈ 0.8 GEMM). Steps needed: one for κ ≲ 1e4, two to three near κ = 1e6.
@@ -1068,8 +1069,8 @@ const NEWTON_TOL = 1e-3;
  * (ALGORITHM.md §4.1), with float64-like accuracy: relative Frobenius error ≈ 1e-7 for
  * well-conditioned matrices and ≤ 1e-4 up to condition number 1e6.
  *
- * Steps: damped copy, recursive Cholesky and L⁻¹ (one read-back: the status word), X = L⁻ᵀL⁻¹ (a
- * triangular Gram product), then Newton steps `X ← X + X·(I − M_d·X)` with the residual in
+ * Steps: damped copy, recursive Cholesky (one read-back: the status word), X = L⁻ᵀL⁻¹ by blocks
+ * from the factor tree, then Newton steps `X ← X + X·(I − M_d·X)` with the residual in
  * double-f32 and only the lower block triangle of the symmetric correction computed (then
  * mirrored), each followed by one small read-back of the relative correction ρ, until ρ ≤ 1e-3
  * (the error left is ≈ 2ρ²). Typical step counts: 1 for κ ≤ 1e4, 2–3 for κ ≈ 1e6.
