@@ -25,5 +25,6 @@ export * from "./reduce.ts";
 export * from "./select.ts";
 export * from "./kron.ts";
 export * from "./linalg.ts";
+export * from "./linalg_big.ts";
 export * from "./eigh.ts";
 export * from "./nn.ts";
