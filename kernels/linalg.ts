@@ -15,10 +15,12 @@
  * - **Stacks.** The same code factors a stack `[b, n, n]` of matrices at once (batched GEMMs, one
  *   leaf workgroup per matrix): {@link batchedSpdSolve} uses it for systems too large for its
  *   one-workgroup-per-system kernel.
- * - **Accuracy.** f32 Cholesky loses about `κ·2⁻²⁴` relative accuracy. {@link spdInverse} refines
- *   the f32 inverse by Newton steps `X ← X + X·R` with the residual `R = I − M_d·X` computed in
- *   double-f32 arithmetic (Dekker products + two-sum, error ≈ 2⁻⁴⁸·|M||X|), so the error is
- *   squared each step until it reaches f32 rounding. {@link spdSolve} and
+ * - **Accuracy.** f32 Cholesky loses about `κ·2⁻²⁴` relative accuracy. {@link spdInverse} first
+ *   removes the factorisation's share, `X ← X − X·(M_d − L·Lᵀ)·X` with the factor residual in
+ *   double-f32, measures the error left with random probes, and if needed refines by Newton
+ *   steps `X ← X + X·R` with the residual `R = I − M_d·X` computed in double-f32 arithmetic
+ *   (Dekker products + two-sum, error ≈ 2⁻⁴⁸·|M||X|), so the error is squared each step until it
+ *   reaches f32 rounding. {@link spdSolve} and
  *   {@link batchedSpdSolve} use classic iterative refinement with the same compensated residual.
  *   The damping shift is kept out of the f32 matrix in the residual (`R = I − M·X − σ·X`), so the
  *   rounding of the damped diagonal does not limit the accuracy.
@@ -26,7 +28,8 @@
  *   is the factor tree and `M⁻¹` built from it block by block (X22 = S⁻¹, X21 = −X22·L21·L11⁻¹,
  *   X11 = M11⁻¹ + Tᵀ·X22·T): about 0.7 n³ multiply-adds in all, ≈ 0.4× the GEMM rate (counting
  *   n³ flops) at n = 2048 on the software adapter, error ≈ κ·2⁻²⁴ (4.6e-5 measured on a damped
- *   Gram matrix of κ ≈ 1e3). A Newton step is the double-f32 residual,
+ *   Gram matrix of κ ≈ 1e3). The factor correction costs n³/6 double-f32 terms (the lower
+ *   triangle of `L·Lᵀ`) plus ≈ 1.5 f32 GEMMs. A Newton step is the double-f32 residual,
  *   n³ terms at 19 f32 operations each (no fused multiply-add on the software adapter: Dekker
  *   splits instead; ≈ 4.3 f32 GEMMs of the same size), plus the lower block triangle of the
  *   correction `X·R` (≈ 0.8 GEMM). Steps needed: one for κ ≲ 1e4, two to three near κ = 1e6.
@@ -267,11 +270,14 @@ interface ResidualShape {
 }
 
 /**
- * Generates the residual kernel R = B − A·X − σ·X (B = I when ident = 1), every product and sum
- * in double-f32. A is n×n and must be symmetric (its row j is read as column j, which makes the
- * loads contiguous); X and B are n×k. Each invocation owns `rows` rows × 4·`cv` columns of R,
- * held as vec4 (hi, lo) pairs; the code is fully unrolled. The z workgroup index selects the
- * system of a stack (σ from status[4z + 2]).
+ * Generates the residual kernel R = B − Aᵀ·X − σ·X (B = I when ident = 1; `useSigma` 0: no σ
+ * term, 1: −σ·X, 2: +σ·I instead), every product and sum in double-f32. A is n×n, read by rows
+ * (row j of A is column j of Aᵀ, which makes the loads contiguous; for a symmetric A that is
+ * B − A·X); X and B are n×k. With `tri` = 1 only blocks on or below the diagonal are written and
+ * j runs only up to the block's min(row, column): for A = X = Lᵀ of a lower-triangular L that
+ * is the lower triangle of B − L·Lᵀ at a sixth of the cost. Each invocation owns `rows` rows ×
+ * 4·`cv` columns of R, held as vec4 (hi, lo) pairs; the code is fully unrolled. The z workgroup
+ * index selects the system of a stack (σ from status[4z + 2]).
  */
 function residualSource(shape: ResidualShape): string {
   const R = shape.rows, CV = shape.cv;
@@ -283,7 +289,7 @@ function residualSource(shape: ResidualShape): string {
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read> status: array<u32>;
 @group(0) @binding(4) var<storage, read_write> R: array<f32>;
-struct P { n: u32, k: u32, ident: u32, useSigma: u32, one: f32, q0: f32, q1: f32, q2: f32 };
+struct P { n: u32, k: u32, ident: u32, useSigma: u32, one: f32, tri: u32, q1: f32, q2: f32 };
 @group(0) @binding(5) var<uniform> p: P;
 ${COMPENSATED}
 fn split4(a: vec4f, one: f32) -> array<vec4f, 2> {
@@ -310,6 +316,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   let n = p.n; let k = p.k; let one = p.one;
   let r0 = gid.y * ${R}u; let c0 = gid.x * ${4 * CV}u;
   if (r0 >= n || c0 >= k) { return; }
+  // tri: only blocks on or below the diagonal, and A·X has zeros past min(row, column).
+  if (p.tri == 1u && c0 > r0 + ${R - 1}u) { return; }
+  let jEnd = select(n, min(n, min(r0 + ${R}u, c0 + ${4 * CV}u)), p.tri == 1u);
   xo = gid.z * n * k;
   let ao = gid.z * n * n;`);
   for (const r of rows) L.push(`  let ri${r} = min(r0 + ${r}u, n - 1u);`);
@@ -318,7 +327,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
       L.push(`  var h${r}_${c} = initB(ri${r}, c0 + ${4 * c}u); var l${r}_${c} = vec4f(0.0);`);
     }
   }
-  L.push(`  for (var j = 0u; j < n; j++) {`);
+  L.push(`  for (var j = 0u; j < jEnd; j++) {`);
   for (const r of rows) {
     L.push(`    let a${r} = -A[ao + j * n + ri${r}]; let as${r} = split2(a${r}, one);`);
   }
@@ -342,12 +351,15 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   L.push(`  }`);
   L.push(`  var sigma = 0.0;
   if (p.useSigma == 1u) { sigma = -bitcast<f32>(status[4u * gid.z + 2u]); }
+  if (p.useSigma == 2u) { sigma = bitcast<f32>(status[4u * gid.z + 2u]); }
   let ss = split2(sigma, one);`);
   for (const r of rows) {
     for (const c of cvs) {
       const h = `h${r}_${c}`, l = `l${r}_${c}`;
       L.push(`  {
-    let x = loadX(ri${r}, c0 + ${4 * c}u); let xs = split4(x, one);
+    let cc = c0 + ${4 * c}u;
+    let eye = select(vec4f(0.0), vec4f(1.0), vec4u(ri${r}) == vec4u(cc, cc + 1u, cc + 2u, cc + 3u));
+    let x = select(loadX(ri${r}, cc), eye, p.useSigma == 2u); let xs = split4(x, one);
     let q = sigma * x;
     let e = ((ss.x * xs[0] - q) + ss.x * xs[1] + ss.y * xs[0]) + ss.y * xs[1];
     let s = ${h} + q;
@@ -847,20 +859,37 @@ async function checkStatus(status: Tensor, name: string, damp: number): Promise<
 
 /**
  * R = B − M·X − σ·X in double-f32 (B = I when `B` is null; σ from the status when damped), for
- * one system or a stack (M `[b, n, n]`, X and B `[b, n, k]`).
+ * one system or a stack (M `[b, n, n]` symmetric, X and B `[b, n, k]`). With `factor`, M and X
+ * are both Lᵀ of a Cholesky factor and R = B + σI − L·Lᵀ, its lower block triangle only.
  */
-function residual(M: Tensor, X: Tensor, B: Tensor | null, status: Tensor, damped: boolean): Tensor {
+function residual(
+  M: Tensor,
+  X: Tensor,
+  B: Tensor | null,
+  status: Tensor,
+  damped: boolean,
+  factor = false,
+): Tensor {
   const rt = M.rt;
   const [b, n] = dims(M), k = X.cols;
   const R = stackLike(X, n, k, "spd:residual");
   const shape = residualShape(k);
   rt.dispatch(
     rt.kernel(
-      `linalg_residual_r${shape.rows}c${4 * shape.cv}_wg${shape.wx}x${shape.wy}`,
+      `linalg_residual_tri_r${shape.rows}c${4 * shape.cv}_wg${shape.wx}x${shape.wy}`,
       residualSource(shape),
     ),
     [M.range(), X.range(), (B ?? X).range(), status.range(), R.range()],
-    packParams(n, k, B ? 0 : 1, damped ? 1 : 0, f32(1), f32(0), f32(0), f32(0)),
+    packParams(
+      n,
+      k,
+      B ? 0 : 1,
+      damped ? (factor ? 2 : 1) : 0,
+      f32(1),
+      factor ? 1 : 0,
+      f32(0),
+      f32(0),
+    ),
     [
       Math.ceil(k / (4 * shape.cv * shape.wx)),
       Math.ceil(n / (shape.rows * shape.wy)),
@@ -1053,27 +1082,115 @@ export interface SpdInverseOptions {
   name?: string;
   /** On a failed pivot, retry with 10× larger damping (up to 4 times) and warn. Default false. */
   retryDamping?: boolean;
-  /** Most Newton refinement steps (default 8; 0 = plain f32 Cholesky inverse). */
+  /**
+   * Most Newton refinement steps after the factor correction (default 8; 0 = plain f32
+   * Cholesky inverse, no correction either).
+   */
   maxRefine?: number;
+  /**
+   * Relative Frobenius error to refine to, as estimated from random probes (default 2e-6). The
+   * f32 result itself carries ≈ 3e-8, so targets below ≈ 1e-7 end in a "stalled" warning.
+   */
+  tol?: number;
 }
 
 /**
- * Relative correction ρ below which Newton refinement stops. ρ measures the error before the
- * step; the error after it was measured at ≈ 2ρ² (n = 512, κ = 1e3…1e6), so stopping at 1e-3
- * leaves ≤ 2e-6 (or the f32 floor, ≈ 3e-8).
+ * Default relative error {@link refineInverse} refines to (estimated after the factor
+ * correction; predicted as 2ρ² after a Newton step with relative correction ρ).
  */
-const NEWTON_TOL = 1e-3;
+const INVERSE_TOL = 2e-6;
+
+/** Gaussian probe columns of {@link estimateError} (a fixed seed: the result is reproducible). */
+const PROBES = 16;
+
+/** A `[n, k]` matrix of standard normal numbers from a fixed seed (Box–Muller on an LCG). */
+function probeColumns(rt: Runtime, n: number, k: number): Tensor {
+  const v = new Float32Array(n * k);
+  let s = 0x9e3779b9;
+  const uniform = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s + 0.5) / 4294967296;
+  };
+  for (let i = 0; i < v.length; i++) {
+    v[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  }
+  return Tensor.fromSync(rt, v, [n, k], "f32", "spdInverse:probes");
+}
+
+/**
+ * Estimates the relative error ‖M_d⁻¹ − X‖_F / ‖X‖_F from {@link PROBES} Gaussian columns V:
+ * `E·V ≈ X·(V − M_d·X·V)` with the residual in double-f32, and E[‖E·v‖²] = ‖E‖²_F. n²·PROBES
+ * work and one read-back. Measured within 2 % of the true error (n = 512…2048, errors 1e-6…1e-4).
+ */
+async function estimateError(
+  M: Tensor,
+  X: Tensor,
+  status: Tensor,
+  damped: boolean,
+  stats: Tensor,
+): Promise<number> {
+  const V = probeColumns(X.rt, X.rows, PROBES);
+  const W = matmul(X, V);
+  const R = residual(M, W, V, status, damped);
+  const EV = matmul(X, R);
+  recordSquares(EV, W, stats);
+  for (const t of [V, W, R, EV]) t.dispose();
+  return await readRatio(stats);
+}
+
+/**
+ * Refines an f32 inverse `X` of M_d = L·Lᵀ + Δ: first the factor correction
+ * `X ← X − X·Δ·X` with `Δ = M + σI − L·Lᵀ` in double-f32 (the lower triangle of a triangular
+ * product: n³/6 compensated terms, against n³ for a Newton residual), which removes the error of
+ * the factorisation, the largest part of the f32 error (measured 5e-5 → 1.3e-6 at κ ≈ 1e3);
+ * then, if the estimated error ({@link estimateError}) is above `tol`, Newton steps.
+ */
+async function refineInverse(
+  M: Tensor,
+  X: Tensor,
+  Lt: Tensor,
+  status: Tensor,
+  damped: boolean,
+  maxSteps: number,
+  tol: number,
+  name: string,
+): Promise<void> {
+  const D = residual(Lt, Lt, M, status, damped, true);
+  symmetrize(D, "lower");
+  const XD = matmul(X, D, { name: `${name}:XΔ` });
+  D.dispose();
+  // X·Δ·X is symmetric: its lower block triangle, subtracted, then mirrored.
+  const C = lowerProduct(XD, X, `${name}:XΔX`);
+  XD.dispose();
+  map("o - a", [C], [], { out: X });
+  C.dispose();
+  symmetrize(X, "lower");
+  const stats = Tensor.emptySync(X.rt, [2], "f32", `${name}:stats`);
+  let err: number;
+  try {
+    err = await estimateError(M, X, status, damped, stats);
+  } finally {
+    stats.dispose();
+  }
+  if (!Number.isFinite(err)) {
+    throw new GpuError(`spdInverse(${name})`, "refinement produced a non-finite correction");
+  }
+  if (err > tol) await newtonRefine(M, X, status, damped, maxSteps, tol, name);
+}
 
 /**
  * Inverse of a damped symmetric positive definite matrix, `(M + λ·mean(diag M)·I)⁻¹`
- * (ALGORITHM.md §4.1), with float64-like accuracy: relative Frobenius error ≈ 1e-7 for
- * well-conditioned matrices and ≤ 1e-4 up to condition number 1e6.
+ * (ALGORITHM.md §4.1), refined far beyond f32 Cholesky: to a relative Frobenius error of about
+ * `tol` (default 2e-6, estimated from random probes), down to ≈ 3e-8 on request.
  *
  * Steps: damped copy, recursive Cholesky (one read-back: the status word), X = L⁻ᵀL⁻¹ by blocks
- * from the factor tree, then Newton steps `X ← X + X·(I − M_d·X)` with the residual in
- * double-f32 and only the lower block triangle of the symmetric correction computed (then
- * mirrored), each followed by one small read-back of the relative correction ρ, until ρ ≤ 1e-3
- * (the error left is ≈ 2ρ²). Typical step counts: 1 for κ ≤ 1e4, 2–3 for κ ≈ 1e6.
+ * from the factor tree; then the factor correction `X ← X − X·Δ·X` with `Δ = M_d − L·Lᵀ` in
+ * double-f32 (the error of the factorisation, most of the f32 error: κ ≈ 1e3 goes from 5e-5 to
+ * 1.3e-6), an error estimate from 16 probe columns (one read-back); and only if that is above
+ * `tol`, Newton steps `X ← X + X·(I − M_d·X)` with the residual in double-f32 and the lower block
+ * triangle of the symmetric correction, each followed by one small read-back of the relative
+ * correction ρ, until ρ ≤ √(tol/2) (the error left is ≈ 2ρ²). Typical: no Newton step for
+ * κ ≲ 1e3 at the default `tol`, one for κ ≲ 1e4, two to three near κ = 1e6.
  *
  * @param M `[n, n]` symmetric positive semi-definite matrix
  * @param opts damping, name, retry policy
@@ -1092,6 +1209,8 @@ export async function spdInverse(M: Tensor, opts: SpdInverseOptions = {}): Promi
   if (n === 0) return Tensor.emptySync(M.rt, [0, 0], "f32", `${name}:inverse`);
   let damp = opts.damp ?? 0;
   const maxRefine = opts.maxRefine ?? 8;
+  const tol = opts.tol ?? INVERSE_TOL;
+  if (!(tol > 0)) throw new GpuError(`spdInverse(${name})`, `tol ${tol} must be positive`);
   // The symmetric matrix of M's lower triangle: factorised (damped) and used in the residual.
   const Ms = symmetricFromLower(M, `${name}:symmetric`);
   try {
@@ -1099,14 +1218,21 @@ export async function spdInverse(M: Tensor, opts: SpdInverseOptions = {}): Promi
       const status = newStatus(M.rt, name);
       const Md = dampedCopy(Ms, damp, status, name);
       let X: Tensor | null = null;
+      let Lt: Tensor | null = null;
       try {
         const f = choleskyTree(Md, 0, status);
         X = inverseFromFactor(f, `${name}:inverse`);
+        if (maxRefine > 0) {
+          const L = factorMatrix(f);
+          Lt = transposed(L, `${name}:Lᵀ`);
+          L.dispose();
+        }
         disposeFactor(f);
         Md.dispose();
         await checkStatus(status, name, damp);
       } catch (e) {
         X?.dispose();
+        Lt?.dispose();
         Md.dispose();
         status.dispose();
         if (e instanceof NotPositiveDefiniteError && opts.retryDamping && attempt < 4) {
@@ -1119,11 +1245,12 @@ export async function spdInverse(M: Tensor, opts: SpdInverseOptions = {}): Promi
       }
       if (attempt > 0) console.warn(`spdInverse(${name}): succeeded with damping λ = ${damp}`);
       try {
-        await newtonRefine(Ms, X, status, damp !== 0, maxRefine, name);
+        if (Lt) await refineInverse(Ms, X, Lt, status, damp !== 0, maxRefine, tol, name);
       } catch (e) {
         X.dispose();
         throw e;
       } finally {
+        Lt?.dispose();
         status.dispose();
       }
       symmetrize(X, "average");
@@ -1134,16 +1261,22 @@ export async function spdInverse(M: Tensor, opts: SpdInverseOptions = {}): Promi
   }
 }
 
-/** Newton steps X ← X + X·(I − M_d·X) until the relative correction is below NEWTON_TOL. */
+/**
+ * Newton steps X ← X + X·(I − M_d·X) until the relative correction ρ is below √(tol/2): ρ
+ * measures the error before the step, and the error after it was measured at ≈ 2ρ² (n = 512,
+ * κ = 1e3…1e6), down to the f32 floor (≈ 3e-8).
+ */
 async function newtonRefine(
   M: Tensor,
   X: Tensor,
   status: Tensor,
   damped: boolean,
   maxSteps: number,
+  tol: number,
   name: string,
 ): Promise<void> {
   if (maxSteps <= 0) return;
+  const rhoTol = Math.sqrt(tol / 2);
   const stats = Tensor.emptySync(M.rt, [2], "f32", `${name}:stats`);
   try {
     let prev = Infinity;
@@ -1161,7 +1294,7 @@ async function newtonRefine(
       if (!Number.isFinite(rho)) {
         throw new GpuError(`spdInverse(${name})`, `refinement produced a non-finite correction`);
       }
-      if (rho < NEWTON_TOL) return;
+      if (rho < rhoTol) return;
       if (step > 0 && rho > 0.5 * prev) {
         console.warn(
           `spdInverse(${name}): refinement stalled at relative correction ${

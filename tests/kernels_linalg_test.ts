@@ -340,6 +340,31 @@ Deno.test("spdInverse() on blocked sizes (triangular Gram product, lower-triangl
   }
 });
 
+Deno.test("spdInverse() refines to its tol: factor correction alone, or Newton steps after it", async () => {
+  const rt = await gpu();
+  const rng = new Rng(22);
+  const n = 300;
+  const m = withCondition(n, 1e3, rng);
+  const ref = inverse64(m, n);
+  const M = await upload(m, [n, n], "tol300");
+  const plain = relFrob(await (await spdInverse(M, { maxRefine: 0 })).read(), ref);
+  const runs = [];
+  for (const tol of [1e-4, 2e-6, 1e-7]) {
+    const d0 = rt.stats.dispatches;
+    const X = await spdInverse(M, { tol });
+    runs.push({ tol, err: relFrob(await X.read(), ref), dispatches: rt.stats.dispatches - d0 });
+    X.dispose();
+  }
+  const [loose, normal, tight] = runs;
+  // The factor correction alone already gains more than an order of magnitude on f32.
+  assert.ok(loose.err < plain / 10, `plain ${plain}, factor-corrected ${loose.err}`);
+  for (const r of [loose, normal, tight]) assert.ok(r.err <= 2 * r.tol, JSON.stringify(r));
+  // A tight tol takes Newton steps the loose one skips.
+  assert.ok(tight.dispatches > loose.dispatches, JSON.stringify(runs));
+  assert.ok(tight.err < 3e-7, `tight: ${tight.err}`);
+  await assert.rejects(() => spdInverse(M, { tol: 0 }), /tol 0 must be positive/);
+});
+
 Deno.test("spdInverse() applies relative damping like the float64 reference", async () => {
   const rng = new Rng(9);
   const n = 90;
