@@ -325,7 +325,7 @@ Deno.test("spdInverse() meets 1e-5 at κ = 1e3 and 1e-4 at κ = 1e6 (float64 ref
 
 Deno.test("spdInverse() on blocked sizes (block inverse from the factor tree, lower-triangle products)", async () => {
   // n > 256: the block inverse over several tree levels, and the lower-block-triangle products
-  // of the factor correction (and of Newton steps, for κ = 1e4).
+  // of the factor correction (and of Newton steps where the error estimate asks for them).
   const rng = new Rng(21);
   for (const [n, kappa, bound] of [[300, 1e4, 1e-5], [520, 1e3, 1e-5]]) {
     const m = withCondition(n, kappa, rng);
