@@ -43,6 +43,12 @@ import { map } from "./elementwise.ts";
 import { type GemmOptions, matmul } from "./gemm.ts";
 import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
+import {
+  choleskyBlocks,
+  spdInverseBlocks,
+  spdSolveBlocks,
+  triangularSolveBlocks,
+} from "./linalg_big.ts";
 
 /** Leaf size of the recursive Cholesky / triangular inverse (one workgroup factors a leaf). */
 const NB = 64;
@@ -86,6 +92,8 @@ export class NotPositiveDefiniteError extends Error {
   readonly damp: number;
   /** The value of the failing pivot (≤ 0 or not finite). */
   readonly value: number;
+  /** Index of the failing system in a batch ({@link batchedSpdSolve}), else null. */
+  readonly system: number | null;
   /**
    * Creates the error; the message names the matrix, the pivot, its value and the damping.
    *
@@ -94,8 +102,16 @@ export class NotPositiveDefiniteError extends Error {
    * @param damp the relative damping that was used
    * @param value the pivot value found
    * @param detail extra context (e.g. the system index of a batch)
+   * @param system the index of the failing system in a batch
    */
-  constructor(matrix: string, pivot: number, damp: number, value: number, detail = "") {
+  constructor(
+    matrix: string,
+    pivot: number,
+    damp: number,
+    value: number,
+    detail = "",
+    system: number | null = null,
+  ) {
     super(
       `${matrix}${detail}: not positive definite after damping λ = ${damp} ` +
         `(M + λ·mean(diag M)·I): Cholesky pivot ${pivot} is ${value}`,
@@ -105,7 +121,13 @@ export class NotPositiveDefiniteError extends Error {
     this.pivot = pivot;
     this.damp = damp;
     this.value = value;
+    this.system = system;
   }
+}
+
+/** Whether `t` is larger than one storage binding (then the blocked versions take it). */
+function overBinding(t: Tensor): boolean {
+  return t.size * 4 > t.rt.maxBinding;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -962,6 +984,7 @@ export interface CholeskyOptions {
  * ```
  */
 export async function cholesky(M: Tensor, opts: CholeskyOptions = {}): Promise<Tensor> {
+  if (M.shape.length === 2 && overBinding(M)) return await choleskyBlocks(M, opts);
   const name = opts.name ?? M.name;
   const n = assertSquare(M, "matrix", `cholesky(${name})`);
   if (n === 0) return Tensor.emptySync(M.rt, [0, 0], "f32", `${name}:L`);
@@ -1025,6 +1048,7 @@ export interface TriangularSolveOptions {
  * ```
  */
 export function triangularSolve(L: Tensor, B: Tensor, opts: TriangularSolveOptions): Tensor {
+  if (L.shape.length === 2 && overBinding(L)) return triangularSolveBlocks(L, B, opts);
   const side = opts.side ?? "left";
   const op = `triangularSolve(${L.name}, ${B.name})`;
   const n = assertSquare(L, "triangle", op);
@@ -1207,6 +1231,7 @@ async function refineInverse(
  * ```
  */
 export async function spdInverse(M: Tensor, opts: SpdInverseOptions = {}): Promise<Tensor> {
+  if (M.shape.length === 2 && overBinding(M)) return await spdInverseBlocks(M, opts);
   const name = opts.name ?? M.name;
   const n = assertSquare(M, "matrix", `spdInverse(${name})`);
   if (n === 0) return Tensor.emptySync(M.rt, [0, 0], "f32", `${name}:inverse`);
@@ -1355,6 +1380,9 @@ const SOLVE_TOL = 1e-7;
  * ```
  */
 export async function spdSolve(M: Tensor, B: Tensor, opts: SpdSolveOptions = {}): Promise<Tensor> {
+  if (M.shape.length === 2 && (overBinding(M) || overBinding(B))) {
+    return await spdSolveBlocks(M, B, opts);
+  }
   const name = opts.name ?? M.name;
   const op = `spdSolve(${name}, ${B.name})`;
   const n = assertSquare(M, "matrix", op);
@@ -1649,11 +1677,7 @@ export async function batchedSpdSolve(
       `right-hand sides [${Bs.shape}] must be [${b}, ${n}, k] or [${b}, ${n}]`,
     );
   }
-  for (const t of [Ms, Bs]) {
-    if (t.size * 4 > t.rt.maxBinding) {
-      throw new GpuError(op, `${t} exceeds one storage binding (${t.rt.maxBinding} bytes)`);
-    }
-  }
+  if (overBinding(Ms) || overBinding(Bs)) return await batchedInGroups(Ms, Bs, opts, name);
   const rt = Ms.rt;
   const X = Tensor.emptySync(rt, Bs.shape, "f32", `${name}:solution`);
   if (b === 0 || n === 0 || k === 0) return X;
@@ -1697,6 +1721,7 @@ export async function batchedSpdSolve(
           damp,
           value,
           ` (system ${s} of ${b})`,
+          s,
         );
       }
     }
@@ -1705,5 +1730,61 @@ export async function batchedSpdSolve(
     W.dispose();
     R.dispose();
     status.dispose();
+  }
+}
+
+/**
+ * {@link batchedSpdSolve} for batches larger than one storage binding: groups of systems that
+ * fit are copied out (buffer copies, no binding limit) and solved together; a system that alone
+ * exceeds one binding goes through {@link spdSolve} (and so the blocked path). A failing system
+ * is reported with its index in the whole batch.
+ */
+async function batchedInGroups(
+  Ms: Tensor,
+  Bs: Tensor,
+  opts: BatchedSpdSolveOptions,
+  name: string,
+): Promise<Tensor> {
+  const rt = Ms.rt;
+  const [b, n] = Ms.shape;
+  const k = Bs.shape.length === 2 ? 1 : Bs.shape[2];
+  const X = Tensor.emptySync(rt, Bs.shape, "f32", `${name}:solution`);
+  const per = Math.floor(rt.maxBinding / 4 / Math.max(1, n * n, n * k));
+  try {
+    for (let s0 = 0; s0 < b; s0 += Math.max(1, per)) {
+      const cnt = Math.min(Math.max(1, per), b - s0);
+      const Mg = Tensor.emptySync(rt, cnt === 1 && per < 1 ? [n, n] : [cnt, n, n], "f32");
+      const Bg = Tensor.emptySync(rt, cnt === 1 && per < 1 ? [n, k] : [cnt, n, k], "f32");
+      let Xg: Tensor | null = null;
+      try {
+        Mg.copyFrom(Ms, s0 * n * n, 0, cnt * n * n);
+        Bg.copyFrom(Bs, s0 * n * k, 0, cnt * n * k);
+        Xg = per < 1
+          ? await spdSolve(Mg, Bg, { damp: opts.damp, maxRefine: opts.maxRefine, name })
+          : await batchedSpdSolve(Mg, Bg, { ...opts, name });
+        X.copyFrom(Xg, 0, s0 * n * k, cnt * n * k);
+      } catch (e) {
+        if (e instanceof NotPositiveDefiniteError) {
+          const s = s0 + (e.system ?? 0);
+          throw new NotPositiveDefiniteError(
+            name,
+            e.pivot,
+            e.damp,
+            e.value,
+            ` (system ${s} of ${b})`,
+            s,
+          );
+        }
+        throw e;
+      } finally {
+        Mg.dispose();
+        Bg.dispose();
+        Xg?.dispose();
+      }
+    }
+    return X;
+  } catch (e) {
+    X.dispose();
+    throw e;
   }
 }

@@ -6,7 +6,14 @@
  */
 import assert from "node:assert/strict";
 import { gpu } from "../kernels/device.ts";
-import { NotPositiveDefiniteError } from "../kernels/linalg.ts";
+import {
+  batchedSpdSolve,
+  cholesky,
+  NotPositiveDefiniteError,
+  spdInverse,
+  spdSolve,
+  triangularSolve,
+} from "../kernels/linalg.ts";
 import {
   choleskyBlocks,
   spdInverseBlocks,
@@ -458,5 +465,67 @@ Deno.test("the blocked functions free every temporary", async () => {
     (await spdInverseBlocks(M, { damp: 0.01 })).dispose();
     await rt.sync();
     assert.equal(rt.liveBytes, before);
+  });
+});
+
+Deno.test("linalg.ts's public functions route matrices over one binding to the blocked versions", async () => {
+  const rng = new Rng(77);
+  const n = 150, k = 3;
+  const m = conditioned(n, 100, rng);
+  const b = Float32Array.from(rng.normals(n * k));
+  await limited(async () => {
+    const M = await Tensor.from(m, [n, n]);
+    const B = await Tensor.from(b, [n, k]);
+    const L = await cholesky(M);
+    const l = await L.read();
+    assert.ok(relFrob(l, choleskyRef(m, n)) < 1e-5, "cholesky");
+    const Y = triangularSolve(L, B, { lower: true });
+    assertClose(
+      await Y.read(),
+      solveRef(effective(l, n, true, false), n, b, k),
+      1e-4,
+      1e-5,
+      "trsm",
+    );
+    const X = await spdSolve(M, B, { damp: 0.01 });
+    const want = solveRef(damped(m, n, 0.01), n, b, k);
+    assert.ok(relFrob(await X.read(), want) < 1e-5, "spdSolve");
+    const Inv = await spdInverse(M, { damp: 0.01 });
+    const inv = solveRef(damped(m, n, 0.01), n, identity(n), n);
+    assert.ok(relFrob(await Inv.read(), inv) < 1e-5, "spdInverse");
+    for (const t of [M, B, L, Y, X, Inv]) t.dispose();
+  });
+});
+
+Deno.test("batchedSpdSolve() splits a batch over one binding into groups and names the failing system", async () => {
+  const rng = new Rng(78);
+  const b = 7, n = 60; // 7·60²·4 = 100,800 bytes > 64 KiB: groups of 4 systems
+  const ms = new Float32Array(b * n * n), bs = Float32Array.from(rng.normals(b * n));
+  for (let s = 0; s < b; s++) ms.set(conditioned(n, 50, rng), s * n * n);
+  await limited(async () => {
+    const Ms = await Tensor.from(ms, [b, n, n]);
+    const Bs = await Tensor.from(bs, [b, n]);
+    const X = await batchedSpdSolve(Ms, Bs);
+    assert.deepStrictEqual(X.shape, [b, n]);
+    const x = await X.read();
+    for (let s = 0; s < b; s++) {
+      const want = solveRef(
+        ms.subarray(s * n * n, (s + 1) * n * n),
+        n,
+        bs.subarray(s * n, (s + 1) * n),
+        1,
+      );
+      assert.ok(relFrob(x.subarray(s * n, (s + 1) * n), want) < 1e-5, `system ${s}`);
+    }
+    // System 5 (in the second group) is not positive definite.
+    ms[5 * n * n + 3 * n + 3] = -1e3;
+    const Bad = await Tensor.from(ms, [b, n, n], "f32", "G stack");
+    await assert.rejects(
+      () => batchedSpdSolve(Bad, Bs),
+      (e: unknown) =>
+        e instanceof NotPositiveDefiniteError && e.system === 5 &&
+        /G stack \(system 5 of 7\)/.test(e.message),
+    );
+    for (const t of [Ms, Bs, X, Bad]) t.dispose();
   });
 });
