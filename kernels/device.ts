@@ -147,6 +147,7 @@ export class Runtime {
   readonly offsetAlign: number;
 
   #kernels = new Map<string, Kernel>();
+  #sources = new Map<string, string>();
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #pageBuf: GPUBuffer | null = null;
@@ -259,7 +260,15 @@ export class Runtime {
    */
   kernel(name: string, wgsl: string): Kernel {
     const hit = this.#kernels.get(name);
-    if (hit) return hit;
+    if (hit) {
+      if (this.#sources.get(name) !== wgsl) {
+        throw new GpuError(
+          `kernel ${name}`,
+          "another WGSL source was already compiled under this name (kernel names must be unique)",
+        );
+      }
+      return hit;
+    }
     this.#checkLost();
     this.device.pushErrorScope("validation");
     const module = this.device.createShaderModule({ label: name, code: wgsl });
@@ -281,6 +290,7 @@ export class Runtime {
     this.#watch(`kernel ${name}`, "creating the pipeline");
     const k = { name, pipeline, layout: pipeline.getBindGroupLayout(0) };
     this.#kernels.set(name, k);
+    this.#sources.set(name, wgsl);
     return k;
   }
 

@@ -104,3 +104,16 @@ Deno.test("limitBinding() lowers the binding limit until restored, so split path
   x.range(); // fits again
   x.dispose();
 });
+
+Deno.test("kernel() refuses a second, different source under a name already compiled", async () => {
+  const rt = await gpu();
+  const src = (k: number) =>
+    `@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@compute @workgroup_size(1) fn main() { x[0] = ${k}.0; }`;
+  const a = rt.kernel("test_unique_name", src(1));
+  assert.equal(rt.kernel("test_unique_name", src(1)), a);
+  assert.throws(
+    () => rt.kernel("test_unique_name", src(2)),
+    /test_unique_name.*another WGSL source/,
+  );
+});
