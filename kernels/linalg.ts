@@ -40,7 +40,7 @@
  */
 import { f32, GpuError, packParams, type Runtime } from "./device.ts";
 import { map } from "./elementwise.ts";
-import { type GemmOptions, matmul } from "./gemm.ts";
+import { matmul } from "./gemm.ts";
 import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
 import {
@@ -464,20 +464,6 @@ function stackLike(like: Tensor, rows: number, cols: number, name: string): Tens
 }
 
 /**
- * {@link matmul} for the blocked algorithms: on software adapters, products of at most 256³
- * multiply-adds with outputs of at most 256×256 get 8×8 register blocks (the default 16×16 ones
- * leave such a product to one or four workgroups; measured 15–45 % faster at 64–256).
- */
-function mm(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
-  const [batch, ar, ac] = dims(a), [, br, bc] = dims(b);
-  const M = opts.transA ? ac : ar, N = opts.transB ? br : bc, K = opts.transA ? ar : ac;
-  const work = M * N * K * batch;
-  const small = a.rt.adapter.isSoftware && Math.max(M, N) <= 256 && work >= 1 << 18 &&
-    work <= 1 << 24;
-  return matmul(a, b, small ? { ...opts, config: { rows: 8, cols: 8 } } : opts);
-}
-
-/**
  * dst[dr0.., dc0..] = alpha·src[sr0.., sc0..] (or its transpose), a rows×cols block; for stacks
  * of matrices, in every matrix of the stack.
  */
@@ -560,12 +546,12 @@ const STRUCT_MIN = 256;
  */
 function lowerProduct(A: Tensor, B: Tensor, name: string): Tensor {
   const m = A.rows, K = A.cols;
-  if (m <= STRUCT_MIN) return mm(A, B, { name });
+  if (m <= STRUCT_MIN) return matmul(A, B, { name });
   const h = splitPoint(m), r = m - h;
   const A1 = block(A, 0, 0, h, K), A2 = block(A, h, 0, r, K);
   const B1 = block(B, 0, 0, K, h), B2 = block(B, 0, h, K, r);
   const C11 = lowerProduct(A1, B1, `${name}[11]`);
-  const C21 = mm(A2, B1, { name: `${name}[21]` });
+  const C21 = matmul(A2, B1, { name: `${name}[21]` });
   const C22 = lowerProduct(A2, B2, `${name}[22]`);
   const C = assemble(C11, C21, C22, name);
   for (const t of [A1, A2, B1, B2, C11, C21, C22]) t.dispose();
@@ -709,7 +695,7 @@ function choleskyTree(
   const L21 = solveRightT(A21, t11);
   A21.dispose();
   const A22 = block(A, off + h, off + h, m, m);
-  mm(L21, L21, { transB: true, alpha: -1, beta: 1, out: A22 });
+  matmul(L21, L21, { transB: true, alpha: -1, beta: 1, out: A22 });
   const t22 = choleskyTree(A22, base + h, status);
   A22.dispose();
   return { kind: "node", n, h, t11, L21, t22 };
@@ -734,14 +720,14 @@ function lowerTree(L: Tensor, status: Tensor, off = 0, n = dims(L)[1]): Factor {
  */
 function solveRightT(B: Tensor, f: Factor): Tensor {
   if (f.kind === "leaf" || f.n <= SOLVE_BLOCK) {
-    return mm(B, inverseOf(f), { transB: true, name: "cholesky:L21" });
+    return matmul(B, inverseOf(f), { transB: true, name: "cholesky:L21" });
   }
   const m = dims(B)[1], h = f.h, r = f.n - h;
   const B1 = block(B, 0, 0, m, h);
   const X1 = solveRightT(B1, f.t11);
   B1.dispose();
   const B2 = block(B, 0, h, m, r);
-  mm(X1, f.L21, { transB: true, alpha: -1, beta: 1, out: B2 });
+  matmul(X1, f.L21, { transB: true, alpha: -1, beta: 1, out: B2 });
   const X2 = solveRightT(B2, f.t22);
   B2.dispose();
   const X = stackLike(B, m, f.n, "cholesky:L21");
@@ -785,8 +771,8 @@ function inverseOf(f: Factor): Tensor {
   if (f.kind === "leaf") return f.Li;
   if (f.Li) return f.Li;
   const P = inverseOf(f.t11), R = inverseOf(f.t22);
-  const T = mm(f.L21, P, { name: "cholesky:T" });
-  const Li21 = mm(R, T, { alpha: -1, name: "cholesky:Li21" });
+  const T = matmul(f.L21, P, { name: "cholesky:T" });
+  const Li21 = matmul(R, T, { alpha: -1, name: "cholesky:Li21" });
   T.dispose();
   f.Li = assemble(P, Li21, R, "cholesky:Linv");
   Li21.dispose();
@@ -800,13 +786,13 @@ function inverseOf(f: Factor): Tensor {
  * leading blocks (callers symmetrise).
  */
 function inverseFromFactor(f: Factor, name: string): Tensor {
-  if (f.kind === "leaf") return mm(f.Li, f.Li, { transA: true, name });
+  if (f.kind === "leaf") return matmul(f.Li, f.Li, { transA: true, name });
   const h = f.h, m = f.n - h;
   const X22 = inverseFromFactor(f.t22, `${name}[22]`);
-  const T = mm(f.L21, inverseOf(f.t11), { name: `${name}:T` });
-  const X21 = mm(X22, T, { alpha: -1, name: `${name}[21]` });
+  const T = matmul(f.L21, inverseOf(f.t11), { name: `${name}:T` });
+  const X21 = matmul(X22, T, { alpha: -1, name: `${name}[21]` });
   const X11 = inverseFromFactor(f.t11, `${name}[11]`);
-  mm(T, X21, { transA: true, alpha: -1, beta: 1, out: X11 });
+  matmul(T, X21, { transA: true, alpha: -1, beta: 1, out: X11 });
   T.dispose();
   const X = stackLike(X11, f.n, f.n, name);
   copyBlock(X11, 0, 0, X, 0, 0, h, h);
