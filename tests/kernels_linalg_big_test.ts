@@ -22,6 +22,17 @@ import {
 } from "../kernels/linalg_big.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { assertClose, matmulRef, relFrob, Rng } from "./_util.ts";
+import {
+  cholesky64,
+  damped64,
+  inverse64,
+  randomSpd,
+  spdSolve64,
+  transposed,
+  triSolve64,
+  upload,
+  withCondition,
+} from "./_linalg_ref.ts";
 
 /** The binding limit of these tests: 128² f32 values. */
 const LIMIT = 64 * 1024;
@@ -36,129 +47,11 @@ async function limited<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// float64 references
-// ---------------------------------------------------------------------------------------------
-
-/** Row-major lower Cholesky factor, float64, column by column (left-looking). */
-function choleskyRef(a: ArrayLike<number>, n: number): Float64Array {
-  const l = new Float64Array(n * n);
-  for (let c = 0; c < n; c++) {
-    for (let r = c; r < n; r++) {
-      let s = a[r * n + c];
-      for (let q = 0; q < c; q++) s -= l[r * n + q] * l[c * n + q];
-      if (r === c) {
-        if (!(s > 0)) throw new Error(`reference: pivot ${c} is ${s}`);
-        l[c * n + c] = Math.sqrt(s);
-      } else l[r * n + c] = s / l[c * n + c];
-    }
-  }
-  return l;
-}
-
-/** The n×n matrix op(T) of a triangle T (the other triangle taken as zero), float64. */
-function effective(t: ArrayLike<number>, n: number, lower: boolean, transpose: boolean) {
-  const e = new Float64Array(n * n);
-  for (let r = 0; r < n; r++) {
-    for (let c = 0; c < n; c++) {
-      const inTriangle = lower ? c <= r : c >= r;
-      if (inTriangle) e[transpose ? c * n + r : r * n + c] = t[r * n + c];
-    }
-  }
-  return e;
-}
-
-/** Solves E·X = B (E n×n, B n×k) by Gaussian elimination with partial pivoting, float64. */
-function solveRef(e: ArrayLike<number>, n: number, b: ArrayLike<number>, k: number) {
-  const a = Float64Array.from(e), x = Float64Array.from(b);
-  for (let c = 0; c < n; c++) {
-    let p = c;
-    for (let r = c + 1; r < n; r++) if (Math.abs(a[r * n + c]) > Math.abs(a[p * n + c])) p = r;
-    for (let q = 0; q < n; q++) [a[c * n + q], a[p * n + q]] = [a[p * n + q], a[c * n + q]];
-    for (let q = 0; q < k; q++) [x[c * k + q], x[p * k + q]] = [x[p * k + q], x[c * k + q]];
-    for (let r = c + 1; r < n; r++) {
-      const f = a[r * n + c] / a[c * n + c];
-      if (f === 0) continue;
-      for (let q = c; q < n; q++) a[r * n + q] -= f * a[c * n + q];
-      for (let q = 0; q < k; q++) x[r * k + q] -= f * x[c * k + q];
-    }
-  }
-  for (let c = n - 1; c >= 0; c--) {
-    for (let q = 0; q < k; q++) {
-      let s = x[c * k + q];
-      for (let j = c + 1; j < n; j++) s -= a[c * n + j] * x[j * k + q];
-      x[c * k + q] = s / a[c * n + c];
-    }
-  }
-  return x;
-}
-
-/** M + λ·mean(diag M)·I, float64. */
-function damped(mat: ArrayLike<number>, n: number, damp: number): Float64Array {
-  const out = Float64Array.from(mat);
-  let tr = 0;
-  for (let i = 0; i < n; i++) tr += mat[i * n + i];
-  for (let i = 0; i < n; i++) out[i * n + i] += (damp * tr) / n;
-  return out;
-}
-
-function transposed(a: ArrayLike<number>, rows: number, cols: number): Float64Array {
-  const t = new Float64Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c];
-  return t;
-}
-
-function identity(n: number): Float64Array {
-  const e = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) e[i * n + i] = 1;
-  return e;
-}
-
-/**
- * A symmetric matrix V·diag(λ)·Vᵀ with λ geometric from 1 to κ and V orthogonal (a product of
- * random Householder reflections), rounded to f32.
- */
-function conditioned(n: number, kappa: number, rng: Rng): Float32Array {
-  const m = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) m[i * n + i] = kappa ** (n === 1 ? 0 : i / (n - 1));
-  // m ← H·m·H for reflections H = I − 2vvᵀ/(vᵀv); eigenvalues are kept.
-  for (let rep = 0; rep < Math.min(n, 64); rep++) {
-    const v = rng.normals(n);
-    const vv = v.reduce((s, x) => s + x * x, 0);
-    const mv = new Float64Array(n);
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) mv[i] += m[i * n + j] * v[j];
-    const vmv = v.reduce((s, x, i) => s + x * mv[i], 0);
-    const f = 2 / vv;
-    for (let i = 0; i < n; i++) {
-      for (let j = 0; j < n; j++) {
-        m[i * n + j] += -f * (v[i] * mv[j] + mv[i] * v[j]) + f * f * vmv * v[i] * v[j];
-      }
-    }
-  }
-  const out = new Float32Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) out[i * n + j] = out[j * n + i] = m[i * n + j];
-  }
-  return out;
-}
-
-/** A well-conditioned SPD matrix G·Gᵀ/n + I (G Gaussian), rounded to f32. */
-function spd(n: number, rng: Rng): Float32Array {
-  const g = rng.normals(n * n);
-  const m = matmulRef(g, g, n, n, n, false, true);
-  for (let i = 0; i < n; i++) m[i * n + i] += n;
-  return Float32Array.from(m, (x) => x / n);
-}
-
 /** The same matrix with its strictly upper triangle overwritten by large garbage. */
 function garbleUpper(m: Float32Array, n: number, rng: Rng): Float32Array {
   const g = Float32Array.from(m);
   for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) g[i * n + j] = 1e3 * rng.normal();
   return g;
-}
-
-function upload(data: ArrayLike<number>, shape: number[], name = "M"): Promise<Tensor> {
-  return Tensor.from(Float32Array.from(data), shape, "f32", name);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -170,11 +63,11 @@ Deno.test("choleskyBlocks() matches float64 with one and two levels of blocking"
   await limited(async () => {
     // 150: 64 + 86 (one level); 257 and 300: a trailing block over the limit (two levels).
     for (const n of [150, 257, 300]) {
-      const m = spd(n, rng);
+      const m = randomSpd(n, rng);
       const M = await upload(garbleUpper(m, n, rng), [n, n]);
       const L = await choleskyBlocks(M);
       const l = await L.read();
-      const err = relFrob(l, choleskyRef(m, n));
+      const err = relFrob(l, cholesky64(m, n));
       assert.ok(err < 2e-6, `n = ${n}: relative error ${err}`);
       for (let i = 0; i < n; i++) {
         for (let j = i + 1; j < n; j++) assert.equal(l[i * n + j], 0, `L[${i}, ${j}]`);
@@ -185,9 +78,9 @@ Deno.test("choleskyBlocks() matches float64 with one and two levels of blocking"
   });
   // Without a lowered limit the blocks fit at once; below 128 the split is not a multiple of 64.
   for (const n of [1, 2, 100]) {
-    const m = spd(n, rng);
+    const m = randomSpd(n, rng);
     const L = await choleskyBlocks(await upload(m, [n, n]));
-    assert.ok(relFrob(await L.read(), choleskyRef(m, n)) < 2e-6, `n = ${n}`);
+    assert.ok(relFrob(await L.read(), cholesky64(m, n)) < 2e-6, `n = ${n}`);
   }
 });
 
@@ -211,7 +104,7 @@ Deno.test("choleskyBlocks() names the matrix and the pivot's index in the whole 
       M.dispose();
     }
     // NaN is reported as a failed pivot, never returned.
-    const nan = spd(140, new Rng(2));
+    const nan = randomSpd(140, new Rng(2));
     nan[139 * 140 + 3] = NaN;
     await assert.rejects(() => upload(nan, [140, 140]).then(choleskyBlocks), (e: unknown) => {
       assert.ok(e instanceof NotPositiveDefiniteError);
@@ -236,7 +129,6 @@ Deno.test("triangularSolveBlocks() solves every variant of triangle, transpose a
       const T = await upload(t, [n, n], "T");
       for (const lower of [true, false]) {
         for (const transpose of [false, true]) {
-          const e = effective(t, n, lower, transpose);
           for (const side of ["left", "right"] as const) {
             if (n > 150 && (side === "right" || transpose)) continue; // two levels: one per side
             const b = rng.normals(n * k);
@@ -244,10 +136,10 @@ Deno.test("triangularSolveBlocks() solves every variant of triangle, transpose a
             const syncs = T.rt.stats.syncs;
             const X = triangularSolveBlocks(T, B, { lower, transpose, side });
             assert.equal(T.rt.stats.syncs, syncs, "recorded without waiting for the GPU");
-            // X·E = B ⇔ Eᵀ·Xᵀ = Bᵀ.
+            // X·op(T) = B ⇔ op(T)ᵀ·Xᵀ = Bᵀ.
             const ref = side === "left"
-              ? solveRef(e, n, b, k)
-              : transposed(solveRef(transposed(e, n, n), n, transposed(b, k, n), k), n, k);
+              ? triSolve64(t, n, b, k, lower, transpose)
+              : transposed(triSolve64(t, n, transposed(b, k, n), k, lower, !transpose), n, k);
             assert.deepStrictEqual(X.shape, B.shape);
             const what = `n=${n} lower=${lower} transpose=${transpose} side=${side}`;
             assertClose(await X.read(), ref, 1e-4, 1e-5, what);
@@ -271,7 +163,7 @@ Deno.test("triangularSolveBlocks() takes 1-D and empty right-hand sides and refu
     const b = rng.normals(n);
     const x = triangularSolveBlocks(T, await upload(b, [n], "b"), { lower: false });
     assert.deepStrictEqual(x.shape, [n]);
-    assertClose(await x.read(), solveRef(effective(t, n, false, false), n, b, 1), 1e-4, 1e-5);
+    assertClose(await x.read(), triSolve64(t, n, b, 1, false, false), 1e-4, 1e-5);
     assert.throws(
       () => triangularSolveBlocks(T, x, { lower: true, side: "right" }),
       /triangularSolveBlocks\(T, .*side/,
@@ -297,9 +189,9 @@ Deno.test("spdSolveBlocks() matches float64 at κ = 10, 1e3, 1e6; vectors; dampi
   await limited(async () => {
     const n = 300, k = 4;
     for (const kappa of [10, 1e3, 1e6]) {
-      const m = conditioned(n, kappa, rng);
+      const m = withCondition(n, kappa, rng);
       const b = rng.normals(n * k);
-      const ref = solveRef(m, n, b, k);
+      const ref = spdSolve64(m, n, b, k);
       const M = await upload(garbleUpper(m, n, rng), [n, n], `cond${kappa}`);
       const B = await upload(b, [n, k], "B");
       const err = relFrob(await (await spdSolveBlocks(M, B)).read(), ref);
@@ -321,7 +213,7 @@ Deno.test("spdSolveBlocks() matches float64 at κ = 10, 1e3, 1e6; vectors; dampi
     const b = rng.normals(n);
     const x = await spdSolveBlocks(await upload(m, [n, n]), await upload(b, [n]), { damp: 0.05 });
     assert.deepStrictEqual(x.shape, [n]);
-    const err = relFrob(await x.read(), solveRef(damped(m, n, 0.05), n, b, 1));
+    const err = relFrob(await x.read(), spdSolve64(damped64(m, n, 0.05), n, b, 1));
     assert.ok(err < 1e-6, `damped: relative error ${err}`);
   });
 });
@@ -349,8 +241,8 @@ Deno.test("spdInverseBlocks() matches float64 at κ = 10, 1e3, 1e6 and is symmet
   await limited(async () => {
     const n = 300;
     for (const kappa of [10, 1e3, 1e6]) {
-      const m = conditioned(n, kappa, rng);
-      const ref = solveRef(m, n, identity(n), n);
+      const m = withCondition(n, kappa, rng);
+      const ref = inverse64(m, n);
       const M = await upload(garbleUpper(m, n, rng), [n, n], `cond${kappa}`);
       const X = await spdInverseBlocks(M);
       const x = await X.read();
@@ -382,15 +274,15 @@ Deno.test("spdInverseBlocks() damps with the mean diagonal of the whole matrix",
     for (let i = 100; i < n; i++) for (let j = 0; j < 30; j++) g[i * 30 + j] *= 4;
     const m = Float32Array.from(matmulRef(g, g, n, n, 30, false, true));
     const X = await spdInverseBlocks(await upload(m, [n, n]), { damp: 0.01 });
-    const ref = solveRef(damped(m, n, 0.01), n, identity(n), n);
+    const ref = inverse64(m, n, 0.01);
     const err = relFrob(await X.read(), ref);
     assert.ok(err < 1e-6, `relative error ${err}`);
     // The shift of the leading 64×64 block's own mean would be far off.
-    const own = damped(m, n, 0);
+    const own = Float64Array.from(m);
     let tr = 0;
     for (let i = 0; i < 64; i++) tr += m[i * n + i];
     for (let i = 0; i < n; i++) own[i * n + i] += (0.01 * tr) / 64;
-    assert.ok(relFrob(solveRef(own, n, identity(n), n), ref) > 100 * err);
+    assert.ok(relFrob(inverse64(own, n), ref) > 100 * err);
   });
 });
 
@@ -405,11 +297,11 @@ Deno.test("spdSolveBlocks() and spdInverseBlocks() damp a zero leading block", a
     const m = Float32Array.from(matmulRef(g, g, n, n, 20, false, true));
     const M = await upload(m, [n, n], "G");
     const X = await spdInverseBlocks(M, { damp: 0.1 });
-    const ref = solveRef(damped(m, n, 0.1), n, identity(n), n);
+    const ref = inverse64(m, n, 0.1);
     assert.ok(relFrob(await X.read(), ref) < 1e-6, `inverse: ${relFrob(await X.read(), ref)}`);
     const b = rng.normals(n * 2);
     const Y = await spdSolveBlocks(M, await upload(b, [n, 2]), { damp: 0.1 });
-    const err = relFrob(await Y.read(), solveRef(damped(m, n, 0.1), n, b, 2));
+    const err = relFrob(await Y.read(), spdSolve64(damped64(m, n, 0.1), n, b, 2));
     assert.ok(err < 1e-6, `solve: ${err}`);
   });
 });
@@ -443,7 +335,7 @@ Deno.test("spdInverseBlocks() reports a singular matrix, or retries with more da
       /spdInverseBlocks\(A_hat\): succeeded with damping λ = (\S+)$/.exec(last)?.[1],
     );
     assert.ok(used > 0, `warnings: ${warnings.join(" | ")}`);
-    const err = relFrob(await X.read(), solveRef(damped(m, n, used), n, identity(n), n));
+    const err = relFrob(await X.read(), inverse64(m, n, used));
     assert.ok(err < 1e-3, `relative error ${err} with λ = ${used}`);
   });
 });
@@ -453,7 +345,7 @@ Deno.test("the blocked functions free every temporary", async () => {
   const rng = new Rng(6);
   await limited(async () => {
     const n = 140;
-    const M = await upload(spd(n, rng), [n, n]);
+    const M = await upload(randomSpd(n, rng), [n, n]);
     const B = await upload(rng.normals(n * 2), [n, 2]);
     const Br = await upload(rng.normals(n * 2), [2, n]);
     await rt.sync();
@@ -471,27 +363,27 @@ Deno.test("the blocked functions free every temporary", async () => {
 Deno.test("linalg.ts's public functions route matrices over one binding to the blocked versions", async () => {
   const rng = new Rng(77);
   const n = 150, k = 3;
-  const m = conditioned(n, 100, rng);
+  const m = withCondition(n, 100, rng);
   const b = Float32Array.from(rng.normals(n * k));
   await limited(async () => {
     const M = await Tensor.from(m, [n, n]);
     const B = await Tensor.from(b, [n, k]);
     const L = await cholesky(M);
     const l = await L.read();
-    assert.ok(relFrob(l, choleskyRef(m, n)) < 1e-5, "cholesky");
+    assert.ok(relFrob(l, cholesky64(m, n)) < 1e-5, "cholesky");
     const Y = triangularSolve(L, B, { lower: true });
     assertClose(
       await Y.read(),
-      solveRef(effective(l, n, true, false), n, b, k),
+      triSolve64(l, n, b, k, true, false),
       1e-4,
       1e-5,
       "trsm",
     );
     const X = await spdSolve(M, B, { damp: 0.01 });
-    const want = solveRef(damped(m, n, 0.01), n, b, k);
+    const want = spdSolve64(damped64(m, n, 0.01), n, b, k);
     assert.ok(relFrob(await X.read(), want) < 1e-5, "spdSolve");
     const Inv = await spdInverse(M, { damp: 0.01 });
-    const inv = solveRef(damped(m, n, 0.01), n, identity(n), n);
+    const inv = inverse64(m, n, 0.01);
     assert.ok(relFrob(await Inv.read(), inv) < 1e-5, "spdInverse");
     for (const t of [M, B, L, Y, X, Inv]) t.dispose();
   });
@@ -501,7 +393,7 @@ Deno.test("batchedSpdSolve() splits a batch over one binding into groups and nam
   const rng = new Rng(78);
   const b = 7, n = 60; // 7·60²·4 = 100,800 bytes > 64 KiB: groups of 4 systems
   const ms = new Float32Array(b * n * n), bs = Float32Array.from(rng.normals(b * n));
-  for (let s = 0; s < b; s++) ms.set(conditioned(n, 50, rng), s * n * n);
+  for (let s = 0; s < b; s++) ms.set(withCondition(n, 50, rng), s * n * n);
   await limited(async () => {
     const Ms = await Tensor.from(ms, [b, n, n]);
     const Bs = await Tensor.from(bs, [b, n]);
@@ -509,7 +401,7 @@ Deno.test("batchedSpdSolve() splits a batch over one binding into groups and nam
     assert.deepStrictEqual(X.shape, [b, n]);
     const x = await X.read();
     for (let s = 0; s < b; s++) {
-      const want = solveRef(
+      const want = spdSolve64(
         ms.subarray(s * n * n, (s + 1) * n * n),
         n,
         bs.subarray(s * n, (s + 1) * n),

@@ -15,123 +15,16 @@ import {
 } from "../kernels/linalg.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { assertClose, matmulRef, relFrob, Rng } from "./_util.ts";
-
-// ---------------------------------------------------------------------------------------------
-// float64 references
-// ---------------------------------------------------------------------------------------------
-
-/** Lower Cholesky factor of a row-major SPD matrix, in float64. */
-function cholesky64(a: ArrayLike<number>, n: number): Float64Array {
-  const L = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    let d = a[j * n + j];
-    for (let k = 0; k < j; k++) d -= L[j * n + k] ** 2;
-    if (!(d > 0)) throw new Error(`reference Cholesky: pivot ${j} is ${d}`);
-    const ljj = Math.sqrt(d);
-    L[j * n + j] = ljj;
-    for (let i = j + 1; i < n; i++) {
-      let v = a[i * n + j];
-      for (let k = 0; k < j; k++) v -= L[i * n + k] * L[j * n + k];
-      L[i * n + j] = v / ljj;
-    }
-  }
-  return L;
-}
-
-/** Solves op(T)·x = b for a triangular T (lower or upper, optionally transposed), float64. */
-function triSolve64(
-  T: ArrayLike<number>,
-  n: number,
-  b: ArrayLike<number>,
-  k: number,
-  lower: boolean,
-  transpose: boolean,
-): Float64Array {
-  // Effective matrix E = op(T); E is lower iff lower XOR transpose.
-  const e = (i: number, j: number) => transpose ? T[j * n + i] : T[i * n + j];
-  const effLower = lower !== transpose;
-  const x = Float64Array.from(b);
-  for (let c = 0; c < k; c++) {
-    for (let s = 0; s < n; s++) {
-      const i = effLower ? s : n - 1 - s;
-      let v = x[i * k + c];
-      if (effLower) { for (let j = 0; j < i; j++) v -= e(i, j) * x[j * k + c]; }
-      else for (let j = i + 1; j < n; j++) v -= e(i, j) * x[j * k + c];
-      x[i * k + c] = v / e(i, i);
-    }
-  }
-  return x;
-}
-
-/** Solves M·X = B (M SPD, B n×k) in float64. */
-function spdSolve64(
-  m: ArrayLike<number>,
-  n: number,
-  b: ArrayLike<number>,
-  k: number,
-): Float64Array {
-  const L = cholesky64(m, n);
-  return triSolve64(L, n, triSolve64(L, n, b, k, true, false), k, true, true);
-}
-
-/** (M + λ·mean(diag M)·I)⁻¹ in float64 (ALGORITHM.md §4.1). */
-function inverse64(m: ArrayLike<number>, n: number, damp = 0): Float64Array {
-  const md = Float64Array.from(m);
-  let mean = 0;
-  for (let i = 0; i < n; i++) mean += md[i * n + i] / n;
-  for (let i = 0; i < n; i++) md[i * n + i] += damp * mean;
-  const eye = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) eye[i * n + i] = 1;
-  return spdSolve64(md, n, eye, n);
-}
-
-/** A Haar-like random orthogonal matrix: Gram–Schmidt (twice) on a Gaussian matrix. */
-function randomOrthogonal(n: number, rng: Rng): Float64Array {
-  const q = rng.normals(n * n);
-  for (let j = 0; j < n; j++) {
-    for (let pass = 0; pass < 2; pass++) {
-      for (let c = 0; c < j; c++) {
-        let d = 0;
-        for (let i = 0; i < n; i++) d += q[i * n + j] * q[i * n + c];
-        for (let i = 0; i < n; i++) q[i * n + j] -= d * q[i * n + c];
-      }
-    }
-    let norm = 0;
-    for (let i = 0; i < n; i++) norm += q[i * n + j] ** 2;
-    norm = Math.sqrt(norm);
-    for (let i = 0; i < n; i++) q[i * n + j] /= norm;
-  }
-  return q;
-}
-
-/** Q·diag(λ)·Qᵀ with λ log-spaced from 1 to κ, rounded to f32 (the matrix the GPU sees). */
-function withCondition(n: number, kappa: number, rng: Rng): Float32Array {
-  const q = randomOrthogonal(n, rng);
-  const lam = Array.from({ length: n }, (_, i) => kappa ** (n === 1 ? 0 : i / (n - 1)));
-  const m = new Float32Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) {
-      let v = 0;
-      for (let k = 0; k < n; k++) v += q[i * n + k] * lam[k] * q[j * n + k];
-      m[i * n + j] = v;
-      m[j * n + i] = v;
-    }
-  }
-  return m;
-}
-
-/** A well-conditioned random SPD matrix G·Gᵀ/n + I, rounded to f32. */
-function randomSpd(n: number, rng: Rng): Float32Array {
-  const g = rng.normals(n * n);
-  const m = matmulRef(g, g, n, n, n, false, true);
-  for (let i = 0; i < n * n; i++) m[i] /= n;
-  for (let i = 0; i < n; i++) m[i * n + i] += 1;
-  return Float32Array.from(m);
-}
-
-async function upload(data: ArrayLike<number>, shape: number[], name = "M"): Promise<Tensor> {
-  return await Tensor.from(Float32Array.from(data), shape, "f32", name);
-}
+import {
+  cholesky64,
+  inverse64,
+  randomSpd,
+  spdSolve64,
+  transposed,
+  triSolve64,
+  upload,
+  withCondition,
+} from "./_linalg_ref.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Cholesky
@@ -228,16 +121,10 @@ Deno.test("triangularSolve() handles lower/upper, transposed, left/right on odd 
           const b = rng.normals(n * k);
           const B = await upload(b, side === "left" ? [n, k] : [k, n], "B");
           const X = triangularSolve(T, B, { lower, transpose, side });
-          let ref: Float64Array;
-          if (side === "left") ref = triSolve64(tri, n, b, k, lower, transpose);
-          else {
-            // X·op(T) = B ⇔ op(T)ᵀ·Xᵀ = Bᵀ.
-            const bt = new Float64Array(n * k);
-            for (let i = 0; i < k; i++) for (let j = 0; j < n; j++) bt[j * k + i] = b[i * n + j];
-            const xt = triSolve64(tri, n, bt, k, lower, !transpose);
-            ref = new Float64Array(n * k);
-            for (let i = 0; i < k; i++) for (let j = 0; j < n; j++) ref[i * n + j] = xt[j * k + i];
-          }
+          // X·op(T) = B ⇔ op(T)ᵀ·Xᵀ = Bᵀ.
+          const ref = side === "left"
+            ? triSolve64(tri, n, b, k, lower, transpose)
+            : transposed(triSolve64(tri, n, transposed(b, k, n), k, lower, !transpose), n, k);
           assert.deepStrictEqual(X.shape, B.shape);
           const what = `n=${n} lower=${lower} transpose=${transpose} side=${side}`;
           assertClose(await X.read(), ref, 1e-4, 1e-5, what);
