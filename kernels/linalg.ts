@@ -43,6 +43,7 @@ import { map } from "./elementwise.ts";
 import { matmul } from "./gemm.ts";
 import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
+import { INVERSE_TOL, newtonRule, refine, SOLVE_RULE } from "./_refine.ts";
 import {
   choleskyBlocks,
   spdInverseBlocks,
@@ -1107,12 +1108,6 @@ export interface SpdInverseOptions {
   tol?: number;
 }
 
-/**
- * Default relative error {@link refineInverse} refines to (estimated after the factor
- * correction; predicted as 2ρ² after a Newton step with relative correction ρ).
- */
-const INVERSE_TOL = 2e-6;
-
 /** Gaussian probe columns of {@link estimateError} (a fixed seed: the result is reproducible). */
 const PROBES = 16;
 
@@ -1290,11 +1285,9 @@ async function newtonRefine(
   name: string,
 ): Promise<void> {
   if (maxSteps <= 0) return;
-  const rhoTol = Math.sqrt(tol / 2);
   const stats = Tensor.emptySync(M.rt, [2], "f32", `${name}:stats`);
   try {
-    let prev = Infinity;
-    for (let step = 0; step < maxSteps; step++) {
+    await refine(`spdInverse(${name})`, maxSteps, newtonRule(tol), async () => {
       const R = residual(M, X, null, status, damped);
       // X·R = X − X·M_d·X is symmetric: only its lower block triangle is computed and added,
       // then mirrored. ‖C‖² then covers about half of the correction: counted twice in ρ.
@@ -1304,22 +1297,8 @@ async function newtonRefine(
       map("o + a", [C], [], { out: X });
       C.dispose();
       symmetrize(X, "lower");
-      const rho = Math.SQRT2 * await readRatio(stats);
-      if (!Number.isFinite(rho)) {
-        throw new GpuError(`spdInverse(${name})`, `refinement produced a non-finite correction`);
-      }
-      if (rho < rhoTol) return;
-      if (step > 0 && rho > 0.5 * prev) {
-        console.warn(
-          `spdInverse(${name}): refinement stalled at relative correction ${
-            rho.toExponential(2)
-          } ` +
-            `(the matrix is too ill-conditioned for f32; consider more damping)`,
-        );
-        return;
-      }
-      prev = rho;
-    }
+      return Math.SQRT2 * await readRatio(stats);
+    });
   } finally {
     stats.dispose();
   }
@@ -1345,9 +1324,6 @@ export interface SpdSolveOptions {
   /** Most refinement steps (default 12). */
   maxRefine?: number;
 }
-
-/** Relative correction below which solve refinement stops. */
-const SOLVE_TOL = 1e-7;
 
 /**
  * Solves `M_d·X = B` for a damped SPD `M_d = M + λ·mean(diag M)·I`, with float64-like accuracy:
@@ -1428,25 +1404,19 @@ async function solveRefined(
       return D;
     };
     const X = apply(B);
-    let prev = Infinity;
-    for (let step = 0; step < maxSteps; step++) {
-      const R = residual(Ms, X, B, status, damp !== 0);
-      const D = apply(R);
-      R.dispose();
-      recordSquares(D, X, stats);
-      map("o + a", [D], [], { out: X });
-      D.dispose();
-      const rho = await readRatio(stats);
-      if (!Number.isFinite(rho)) {
-        X.dispose();
-        throw new GpuError(op, "refinement produced a non-finite correction");
-      }
-      if (rho < SOLVE_TOL) break;
-      if (step > 1 && rho > 0.7 * prev) {
-        console.warn(`${op}: refinement stalled at relative correction ${rho.toExponential(2)}`);
-        break;
-      }
-      prev = rho;
+    try {
+      await refine(op, maxSteps, SOLVE_RULE, async () => {
+        const R = residual(Ms, X, B, status, damp !== 0);
+        const D = apply(R);
+        R.dispose();
+        recordSquares(D, X, stats);
+        map("o + a", [D], [], { out: X });
+        D.dispose();
+        return await readRatio(stats);
+      });
+    } catch (e) {
+      X.dispose();
+      throw e;
     }
     return X;
   } finally {

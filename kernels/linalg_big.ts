@@ -71,6 +71,7 @@ import {
 import { addDiag, diag, eye, scatterSubmatrix, submatrix, transpose } from "./matrix.ts";
 import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
+import { INVERSE_TOL, newtonRule, refine, SOLVE_RULE } from "./_refine.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Private helpers
@@ -603,11 +604,6 @@ async function relativeSize(D: Tensor, X: Tensor): Promise<number> {
 // SPD solve and inverse
 // ---------------------------------------------------------------------------------------------
 
-/** Relative correction below which the refinement of {@link spdSolveBlocks} stops. */
-const SOLVE_TOL = 1e-7;
-/** Relative Newton correction below which {@link spdInverseBlocks} stops (error left ≈ 2ρ²). */
-const NEWTON_TOL = 1e-3;
-
 /** In place: `X ← (X + Xᵀ)/2`, exactly symmetric. */
 function symmetrize(X: Tensor): void {
   const Xt = transpose(X);
@@ -801,24 +797,14 @@ export async function spdSolveBlocks(
     try {
       const maxSteps = opts.maxRefine ?? 12;
       if (maxSteps > 0) RM = residualMatrix(M, sigma, name);
-      let prev = Infinity;
-      for (let step = 0; step < maxSteps; step++) {
+      await refine(op, maxSteps, SOLVE_RULE, async () => {
         const R = residual(RM!, X, B2);
         // Plain sub-solves suffice for the correction: S is f32 anyway, so each step gains
         // ≈ κ·2⁻²⁴ either way, and their own refinement tripled the read-backs.
         const D = await applySchur(solver, R, name, 0, damp).finally(() => R.dispose());
         map("o + a", [D], [], { out: X });
-        const rho = await relativeSize(D, X).finally(() => D.dispose());
-        if (!Number.isFinite(rho)) {
-          throw new GpuError(op, "refinement produced a non-finite correction");
-        }
-        if (rho < SOLVE_TOL) break;
-        if (step > 1 && rho > 0.7 * prev) {
-          console.warn(`${op}: refinement stalled at relative correction ${rho.toExponential(2)}`);
-          break;
-        }
-        prev = rho;
-      }
+        return await relativeSize(D, X).finally(() => D.dispose());
+      });
       return X;
     } catch (e) {
       X.dispose();
@@ -905,8 +891,7 @@ async function newtonRefine(
   if (maxSteps <= 0) return;
   const RM = residualMatrix(M, sigma, name);
   try {
-    let prev = Infinity;
-    for (let step = 0; step < maxSteps; step++) {
+    await refine(`spdInverseBlocks(${name})`, maxSteps, newtonRule(INVERSE_TOL), async () => {
       const R = residual(RM, X, null);
       const C = matmul(X, R, { name: `${name}:correction` });
       R.dispose();
@@ -914,24 +899,8 @@ async function newtonRefine(
       map("o + a", [C], [], { out: X });
       C.dispose();
       symmetrize(X);
-      if (!Number.isFinite(rho)) {
-        throw new GpuError(
-          `spdInverseBlocks(${name})`,
-          "refinement produced a non-finite correction",
-        );
-      }
-      if (rho < NEWTON_TOL) return;
-      if (step > 0 && rho > 0.5 * prev) {
-        console.warn(
-          `spdInverseBlocks(${name}): refinement stalled at relative correction ` +
-            `${
-              rho.toExponential(2)
-            } (the matrix is too ill-conditioned for f32; consider more damping)`,
-        );
-        return;
-      }
-      prev = rho;
-    }
+      return rho;
+    });
   } finally {
     disposeResidualMatrix(RM);
   }

@@ -1,0 +1,74 @@
+/**
+ * The refinement loop shared by the SPD solves and inverses of kernels/linalg.ts and
+ * kernels/linalg_big.ts: each step computes one correction and returns its relative size ρ; the
+ * loop stops below the rule's tolerance, after `maxSteps`, or when ρ stalls (with a warning), and
+ * throws on a non-finite ρ. Private to the kernels (not exported from mod.ts).
+ *
+ * @module
+ */
+import { GpuError } from "./device.ts";
+
+/** Relative correction below which solve refinement stops. */
+export const SOLVE_TOL = 1e-7;
+
+/** Default estimated relative error of `spdInverse` below which it stops refining. */
+export const INVERSE_TOL = 2e-6;
+
+/** When a refinement loop stops. */
+export interface RefineRule {
+  /** Stop once ρ is below this. */
+  tol: number;
+  /** First step (0-based) at which a stall is checked. */
+  stallFrom: number;
+  /** A step whose ρ exceeds this fraction of the previous one has stalled. */
+  stallRatio: number;
+  /** Appended to the stall warning. */
+  hint: string;
+}
+
+/** Iterative refinement of solves: ρ < 1e-7, stalled from the third step at 0.7× the last ρ. */
+export const SOLVE_RULE: RefineRule = { tol: SOLVE_TOL, stallFrom: 2, stallRatio: 0.7, hint: "" };
+
+/**
+ * Newton steps of an inverse for a target relative error `tol`: the error after a step is
+ * ≈ 2ρ², so they stop at ρ < √(tol/2); a step that does not halve ρ has stalled.
+ */
+export function newtonRule(tol: number): RefineRule {
+  return {
+    tol: Math.sqrt(tol / 2),
+    stallFrom: 1,
+    stallRatio: 0.5,
+    hint: " (the matrix is too ill-conditioned for f32; consider more damping)",
+  };
+}
+
+/**
+ * Runs `step` until `rule` says stop, at most `maxSteps` times.
+ *
+ * @param op the operation named in the error and warning
+ * @param maxSteps most steps
+ * @param rule when to stop
+ * @param step one correction; returns its relative size ρ
+ */
+export async function refine(
+  op: string,
+  maxSteps: number,
+  rule: RefineRule,
+  step: () => Promise<number>,
+): Promise<void> {
+  let prev = Infinity;
+  for (let k = 0; k < maxSteps; k++) {
+    const rho = await step();
+    if (!Number.isFinite(rho)) {
+      throw new GpuError(op, "refinement produced a non-finite correction");
+    }
+    if (rho < rule.tol) return;
+    if (k >= rule.stallFrom && rho > rule.stallRatio * prev) {
+      console.warn(
+        `${op}: refinement stalled at relative correction ${rho.toExponential(2)}${rule.hint}`,
+      );
+      return;
+    }
+    prev = rho;
+  }
+}
