@@ -14,6 +14,19 @@ export const SOLVE_TOL = 1e-7;
 /** Default estimated relative error of `spdInverse` below which it stops refining. */
 export const INVERSE_TOL = 2e-6;
 
+/**
+ * The target relative error of an SPD inverse: `tol`, default {@link INVERSE_TOL}.
+ *
+ * @param op the operation named in the error
+ * @param tol the caller's option
+ * @throws {GpuError} when it is not positive
+ */
+export function inverseTol(op: string, tol: number | undefined): number {
+  const t = tol ?? INVERSE_TOL;
+  if (!(t > 0)) throw new GpuError(op, `tol ${t} must be positive`);
+  return t;
+}
+
 /** When a refinement loop stops. */
 export interface RefineRule {
   /** Stop once ρ is below this. */

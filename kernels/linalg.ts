@@ -43,7 +43,7 @@ import { map } from "./elementwise.ts";
 import { matmul } from "./gemm.ts";
 import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
-import { INVERSE_TOL, newtonRule, refine, SOLVE_RULE } from "./_refine.ts";
+import { inverseTol, newtonRule, refine, SOLVE_RULE } from "./_refine.ts";
 import {
   choleskyBlocks,
   spdInverseBlocks,
@@ -1218,8 +1218,7 @@ export async function spdInverse(M: Tensor, opts: SpdInverseOptions = {}): Promi
   if (n === 0) return Tensor.emptySync(M.rt, [0, 0], "f32", `${name}:inverse`);
   let damp = opts.damp ?? 0;
   const maxRefine = opts.maxRefine ?? 8;
-  const tol = opts.tol ?? INVERSE_TOL;
-  if (!(tol > 0)) throw new GpuError(`spdInverse(${name})`, `tol ${tol} must be positive`);
+  const tol = inverseTol(`spdInverse(${name})`, opts.tol);
   // The symmetric matrix of M's lower triangle: factorised (damped) and used in the residual.
   const Ms = symmetricFromLower(M, `${name}:symmetric`);
   try {

@@ -71,7 +71,7 @@ import {
 import { addDiag, diag, eye, scatterSubmatrix, submatrix, transpose } from "./matrix.ts";
 import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
-import { INVERSE_TOL, newtonRule, refine, SOLVE_RULE } from "./_refine.ts";
+import { inverseTol, newtonRule, refine, SOLVE_RULE } from "./_refine.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Private helpers
@@ -852,6 +852,7 @@ export async function spdInverseBlocks(
 ): Promise<Tensor> {
   const name = opts.name ?? M.name;
   const n = checkMatrix(M, "matrix", `spdInverseBlocks(${name})`, true);
+  const tol = inverseTol(`spdInverseBlocks(${name})`, opts.tol);
   if (n <= 1) return await spdInverse(M, opts);
   let damp = opts.damp ?? 0;
   for (let attempt = 0;; attempt++) {
@@ -871,7 +872,7 @@ export async function spdInverseBlocks(
     }
     if (attempt > 0) console.warn(`spdInverseBlocks(${name}): succeeded with damping λ = ${damp}`);
     try {
-      await newtonRefine(M, X, sigma, opts.maxRefine ?? 8, name);
+      await newtonRefine(M, X, sigma, opts.maxRefine ?? 8, tol, name);
     } catch (e) {
       X.dispose();
       throw e;
@@ -886,12 +887,13 @@ async function newtonRefine(
   X: Tensor,
   sigma: number,
   maxSteps: number,
+  tol: number,
   name: string,
 ): Promise<void> {
   if (maxSteps <= 0) return;
   const RM = residualMatrix(M, sigma, name);
   try {
-    await refine(`spdInverseBlocks(${name})`, maxSteps, newtonRule(INVERSE_TOL), async () => {
+    await refine(`spdInverseBlocks(${name})`, maxSteps, newtonRule(tol), async () => {
       const R = residual(RM, X, null);
       const C = matmul(X, R, { name: `${name}:correction` });
       R.dispose();

@@ -421,3 +421,18 @@ Deno.test("batchedSpdSolve() splits a batch over one binding into groups and nam
     for (const t of [Ms, Bs, X, Bad]) t.dispose();
   });
 });
+
+Deno.test("spdInverseBlocks() takes the tol option of spdInverse and refuses a non-positive one", async () => {
+  const rng = new Rng(15);
+  await limited(async () => {
+    const n = 150;
+    const m = withCondition(n, 1e3, rng);
+    const M = await upload(m, [n, n], "G_tol");
+    await assert.rejects(() => spdInverseBlocks(M, { tol: 0 }), /spdInverseBlocks\(G_tol\).*tol 0/);
+    const X = await spdInverseBlocks(M, { tol: 1e-7 });
+    const err = relFrob(await X.read(), inverse64(m, n));
+    assert.ok(err < 1e-6, `relative error ${err}`);
+    M.dispose();
+    X.dispose();
+  });
+});
