@@ -27,7 +27,7 @@ import process from "node:process";
 import { gpu, type Runtime } from "../kernels/device.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { type GemmOptions, matmul } from "../kernels/gemm.ts";
-import { type Emit, median } from "./main.ts";
+import { type Emit, median, pseudoRandom } from "./main.ts";
 
 const gflops = (flops: number, ms: number) => Math.round((flops / ms / 1e6) * 100) / 100;
 const THREADS = Number(Deno.env.get("LP_NUM_THREADS") ?? 2) || 2;
@@ -42,16 +42,6 @@ async function measure(fn: () => Promise<unknown>): Promise<{ ms: number; cpu: n
 
 /** `cpu_gflops` from a CPU-time median (see the module doc). */
 const cpuGflops = (flops: number, cpuMs: number) => gflops(flops, cpuMs / THREADS);
-
-function randomMatrix(n: number, m: number, seed: number): Float32Array {
-  const out = new Float32Array(n * m);
-  let s = seed >>> 0;
-  for (let i = 0; i < out.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 4294967296 - 0.5;
-  }
-  return out;
-}
 
 /** Median wall and CPU ms of `inner` products recorded in one submission, per product. */
 async function timeOurs(
@@ -155,8 +145,8 @@ export async function run(emit: Emit): Promise<void> {
   // 1024², NN: four products per submission.
   {
     const n = 1024;
-    const a = Tensor.fromSync(rt, randomMatrix(n, n, 1), [n, n]);
-    const b = Tensor.fromSync(rt, randomMatrix(n, n, 2), [n, n]);
+    const a = Tensor.fromSync(rt, pseudoRandom(n * n, 1), [n, n]);
+    const b = Tensor.fromSync(rt, pseudoRandom(n * n, 2), [n, n]);
     const out = Tensor.emptySync(rt, [n, n]);
     const inner = Math.max(4, await productsPerSample(rt, () => matmul(a, b, { out })));
     const { ms, cpu } = await timeOurs(rt, a, b, { out }, 7, inner);
@@ -174,7 +164,7 @@ export async function run(emit: Emit): Promise<void> {
   }
 
   const n = 2048;
-  const aHost = randomMatrix(n, n, 3), bHost = randomMatrix(n, n, 4);
+  const aHost = pseudoRandom(n * n, 3), bHost = pseudoRandom(n * n, 4);
   const a = Tensor.fromSync(rt, aHost, [n, n]);
   const b = Tensor.fromSync(rt, bHost, [n, n]);
   const out = Tensor.emptySync(rt, [n, n]);
@@ -317,7 +307,7 @@ export async function run(emit: Emit): Promise<void> {
   // Plain TypeScript baseline, 1024², one thread.
   {
     const m = 1024;
-    const ah = randomMatrix(m, m, 5), bh = randomMatrix(m, m, 6), ch = new Float32Array(m * m);
+    const ah = pseudoRandom(m * m, 5), bh = pseudoRandom(m * m, 6), ch = new Float32Array(m * m);
     tsGemm(ah, bh, ch, m); // warm-up (JIT)
     const ts: number[] = [];
     for (let s = 0; s < 3; s++) {

@@ -17,6 +17,7 @@ import { map } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/gemm.ts";
 import { batchedSpdSolve, cholesky, spdInverse } from "../kernels/linalg.ts";
 import { Tensor } from "../kernels/tensor.ts";
+import { pseudoRandom } from "./main.ts";
 
 /** One benchmark result line. */
 export interface BenchResult {
@@ -33,17 +34,6 @@ export interface BenchResult {
    * ≥ 1/3 for `cholesky_2048` and `spd_inverse_2048`.
    */
   vsGemm?: number;
-}
-
-/** Deterministic uniform numbers in [−0.5, 0.5) (the bench needs no statistics). */
-function pseudoRandom(count: number, seed: number): Float32Array {
-  const out = new Float32Array(count);
-  let s = seed >>> 0;
-  for (let i = 0; i < count; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 4294967296 - 0.5;
-  }
-  return out;
 }
 
 /**

@@ -18,18 +18,7 @@ import { type GemmConfig, gemmConfig, matmul } from "../kernels/gemm.ts";
 import { reduce } from "../kernels/reduce.ts";
 import { map } from "../kernels/elementwise.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { median } from "./main.ts";
-
-/** Deterministic uniform numbers in [−0.5, 0.5). */
-function pseudoRandom(count: number, seed: number): Float32Array {
-  const out = new Float32Array(count);
-  let s = seed >>> 0;
-  for (let i = 0; i < count; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 4294967296 - 0.5;
-  }
-  return out;
-}
+import { median, pseudoRandom } from "./main.ts";
 
 /** The configurations tried: the tiled (workgroup-memory) family and the register-only family. */
 export const CANDIDATES: GemmConfig[] = [
