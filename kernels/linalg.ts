@@ -1704,12 +1704,14 @@ async function batchedInGroups(
   const [b, n] = Ms.shape;
   const k = Bs.shape.length === 2 ? 1 : Bs.shape[2];
   const X = Tensor.emptySync(rt, Bs.shape, "f32", `${name}:solution`);
+  // Systems per group; 0 when one system alone exceeds a binding (then one at a time, 2-D).
   const per = Math.floor(rt.maxBinding / 4 / Math.max(1, n * n, n * k));
+  const step = Math.max(1, per);
   try {
-    for (let s0 = 0; s0 < b; s0 += Math.max(1, per)) {
-      const cnt = Math.min(Math.max(1, per), b - s0);
-      const Mg = Tensor.emptySync(rt, cnt === 1 && per < 1 ? [n, n] : [cnt, n, n], "f32");
-      const Bg = Tensor.emptySync(rt, cnt === 1 && per < 1 ? [n, k] : [cnt, n, k], "f32");
+    for (let s0 = 0; s0 < b; s0 += step) {
+      const cnt = Math.min(step, b - s0);
+      const Mg = Tensor.emptySync(rt, per < 1 ? [n, n] : [cnt, n, n], "f32");
+      const Bg = Tensor.emptySync(rt, per < 1 ? [n, k] : [cnt, n, k], "f32");
       let Xg: Tensor | null = null;
       try {
         Mg.copyFrom(Ms, s0 * n * n, 0, cnt * n * n);
