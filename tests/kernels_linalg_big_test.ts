@@ -436,3 +436,23 @@ Deno.test("spdInverseBlocks() takes the tol option of spdInverse and refuses a n
     X.dispose();
   });
 });
+
+Deno.test("batchedSpdSolve() solves systems that alone exceed one binding one at a time", async () => {
+  const rng = new Rng(79);
+  const b = 2, n = 140, k = 2; // 140²·4 = 78,400 bytes > 64 KiB per system
+  const ms = new Float32Array(b * n * n), bs = Float32Array.from(rng.normals(b * n * k));
+  for (let s = 0; s < b; s++) ms.set(withCondition(n, 20, rng), s * n * n);
+  await limited(async () => {
+    const Ms = await Tensor.from(ms, [b, n, n]);
+    const Bs = await Tensor.from(bs, [b, n, k]);
+    const X = await batchedSpdSolve(Ms, Bs, { damp: 0.01 });
+    assert.deepStrictEqual(X.shape, [b, n, k]);
+    const x = await X.read();
+    for (let s = 0; s < b; s++) {
+      const m = ms.subarray(s * n * n, (s + 1) * n * n);
+      const want = spdSolve64(damped64(m, n, 0.01), n, bs.subarray(s * n * k, (s + 1) * n * k), k);
+      assert.ok(relFrob(x.subarray(s * n * k, (s + 1) * n * k), want) < 1e-5, `system ${s}`);
+    }
+    for (const t of [Ms, Bs, X]) t.dispose();
+  });
+});
