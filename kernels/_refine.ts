@@ -27,6 +27,30 @@ export function inverseTol(op: string, tol: number | undefined): number {
   return t;
 }
 
+/**
+ * The damping policy of `retryDamping`: after a failed pivot, up to 4 retries, each with 10×
+ * the damping (1e-5 after none), announced by a warning. Returns the next damping, or null when
+ * the caller should rethrow.
+ *
+ * @param op the operation named in the warning
+ * @param message the failure's message
+ * @param damp the damping that failed
+ * @param attempt attempts so far (0 after the first failure)
+ * @param retry the caller's `retryDamping` option
+ */
+export function nextDamping(
+  op: string,
+  message: string,
+  damp: number,
+  attempt: number,
+  retry: boolean | undefined,
+): number | null {
+  if (!retry || attempt >= 4) return null;
+  const next = damp > 0 ? damp * 10 : 1e-5;
+  console.warn(`${op}: ${message}; retrying with damping λ = ${next}`);
+  return next;
+}
+
 /** When a refinement loop stops. */
 export interface RefineRule {
   /** Stop once ρ is below this. */

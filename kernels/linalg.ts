@@ -43,7 +43,7 @@ import { map } from "./elementwise.ts";
 import { matmul } from "./gemm.ts";
 import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
-import { inverseTol, newtonRule, refine, SOLVE_RULE } from "./_refine.ts";
+import { inverseTol, newtonRule, nextDamping, refine, SOLVE_RULE } from "./_refine.ts";
 import {
   choleskyBlocks,
   spdInverseBlocks,
@@ -1243,9 +1243,10 @@ export async function spdInverse(M: Tensor, opts: SpdInverseOptions = {}): Promi
         Lt?.dispose();
         Md.dispose();
         status.dispose();
-        if (e instanceof NotPositiveDefiniteError && opts.retryDamping && attempt < 4) {
-          const next = damp > 0 ? damp * 10 : 1e-5;
-          console.warn(`spdInverse(${name}): ${e.message}; retrying with damping λ = ${next}`);
+        const next = e instanceof NotPositiveDefiniteError
+          ? nextDamping(`spdInverse(${name})`, e.message, damp, attempt, opts.retryDamping)
+          : null;
+        if (next !== null) {
           damp = next;
           continue;
         }

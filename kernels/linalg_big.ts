@@ -71,7 +71,7 @@ import {
 import { addDiag, diag, eye, scatterSubmatrix, submatrix, transpose } from "./matrix.ts";
 import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
-import { inverseTol, newtonRule, refine, SOLVE_RULE } from "./_refine.ts";
+import { inverseTol, newtonRule, nextDamping, refine, SOLVE_RULE } from "./_refine.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Private helpers
@@ -862,9 +862,10 @@ export async function spdInverseBlocks(
       sigma = s.sigma;
       X = await schurInverse(M, sigma, s.d, damp, name, opts.maxRefine);
     } catch (e) {
-      if (e instanceof NotPositiveDefiniteError && opts.retryDamping && attempt < 4) {
-        const next = damp > 0 ? damp * 10 : 1e-5;
-        console.warn(`spdInverseBlocks(${name}): ${e.message}; retrying with damping λ = ${next}`);
+      const next = e instanceof NotPositiveDefiniteError
+        ? nextDamping(`spdInverseBlocks(${name})`, e.message, damp, attempt, opts.retryDamping)
+        : null;
+      if (next !== null) {
         damp = next;
         continue;
       }
