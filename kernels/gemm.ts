@@ -239,16 +239,24 @@ function gemmSource(v: Variant): string {
   if (tileK > 0) L.push(...sharedDecls(v));
 
   L.push(`@compute @workgroup_size(${wgX}, ${wgY})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {`);
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u${
+    v.sym ? ", @builtin(num_workgroups) nwg: vec3u" : ""
+  }) {`);
   const B_ = L; // body lines pushed below with indentation
   const body = (...s: string[]) => B_.push(...s.map((x) => "  " + x));
   if (v.sym) {
     // Only tiles on or above the diagonal work; each computes its blocks once and writes both
     // (r, c) and (c, r). Inside diagonal tiles the lower-triangle invocations step aside.
-    body(`if (wid.y > wid.x) { return; }`);
-    body(`if (wid.y == wid.x && lid.y > lid.x) { return; }`);
+    // Row tile t has (tiles − t) tiles of work, and llvmpipe hands each worker thread one
+    // contiguous run of workgroups: the rows are folded (0, T−1, 1, T−2, …) so that every pair
+    // of consecutive rows holds the same work, which splits evenly between the threads.
+    body(`let wy = select(nwg.y - (wid.y + 1u) / 2u, wid.y / 2u, (wid.y & 1u) == 0u);`);
+    body(`if (wy > wid.x) { return; }`);
+    body(`if (wy == wid.x && lid.y > lid.x) { return; }`);
+  } else {
+    body(`let wy = wid.y;`);
   }
-  body(`let m0 = (wid.y * ${wgY}u + lid.y) * ${R}u;`);
+  body(`let m0 = (wy * ${wgY}u + lid.y) * ${R}u;`);
   body(`let n0 = (wid.x * ${wgX}u + lid.x) * ${C}u;`);
   if (tileK === 0) body(`if (m0 >= p.M || n0 >= p.N) { return; }`);
   body(`let bz = wid.z;`);
@@ -482,7 +490,7 @@ function sharedLoop(v: Variant): string[] {
   const s: string[] = [];
   const t = (x: string) => s.push("  " + x);
   t(`let tid = lid.y * ${wgX}u + lid.x;`);
-  t(`let tm0 = wid.y * ${TM}u;`);
+  t(`let tm0 = wy * ${TM}u;`);
   t(`let tn0 = wid.x * ${TN}u;`);
   t(`let lm0 = lid.y * ${R}u;`);
   t(`let ln0 = lid.x * ${C}u;`);
@@ -628,7 +636,7 @@ export function matmul(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
   const B: Operand = { t: pb, ld: pb.cols, stride: sB === 0 ? 0 : br * pb.cols };
   const C: Operand = { t: pc, ld: pc.cols, stride: nBatch > 1 ? M * pc.cols : 0 };
   const sym = a === b && transA !== transB && nBatch === 1 && cfg.rows === cfg.cols &&
-    cfg.wgX === cfg.wgY && cfg.vec && M === N;
+    cfg.wgX === cfg.wgY && cfg.vec && cfg.tileK === 0 && M === N;
   const dims = { M: mRows, N, K, batch: nBatch, alpha, beta };
   const flags = { transA, transB, sym, halfA: pa.dtype === "f16", halfB: pb.dtype === "f16" };
   run(rt, op, cfg, flags, A, B, C, opts.bias ?? null, dims);

@@ -312,7 +312,7 @@ function residualSource(shape: ResidualShape): string {
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read> status: array<u32>;
 @group(0) @binding(4) var<storage, read_write> R: array<f32>;
-struct P { n: u32, k: u32, ident: u32, useSigma: u32, one: f32, tri: u32, q1: f32, q2: f32 };
+struct P { n: u32, k: u32, ident: u32, useSigma: u32, one: f32, tri: u32, perm: u32, q2: f32 };
 @group(0) @binding(5) var<uniform> p: P;
 ${COMPENSATED}
 fn split4(a: vec4f, one: f32) -> array<vec4f, 2> {
@@ -335,9 +335,11 @@ fn initB(row: u32, c0: u32) -> vec4f {
                B[base + min(c0 + 2u, k - 1u)], B[base + min(c0 + 3u, k - 1u)]);
 }
 @compute @workgroup_size(${shape.wx}, ${shape.wy})
-fn main(@builtin(global_invocation_id) gid: vec3u) {
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+        @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let n = p.n; let k = p.k; let one = p.one;
-  let r0 = gid.y * ${R}u; let c0 = gid.x * ${4 * CV}u;
+  // Row blocks in the order of the stride p.perm (see rowOrder).
+  let r0 = (((wid.y * p.perm) % nwg.y) * ${shape.wy}u + lid.y) * ${R}u; let c0 = gid.x * ${4 * CV}u;
   if (r0 >= n || c0 >= k) { return; }
   // tri: only blocks on or below the diagonal, and A·X has zeros past min(row, column).
   if (p.tri == 1u && c0 > r0 + ${R - 1}u) { return; }
@@ -883,6 +885,7 @@ function residual(
   const [b, n] = dims(M), k = X.cols;
   const R = stackLike(X, n, k, "spd:residual");
   const shape = residualShape(k);
+  const rowBlocks = Math.ceil(n / (shape.rows * shape.wy));
   rt.dispatch(
     rt.kernel(
       `linalg_residual_tri_r${shape.rows}c${4 * shape.cv}_wg${shape.wx}x${shape.wy}`,
@@ -896,16 +899,27 @@ function residual(
       damped ? (factor ? 2 : 1) : 0,
       f32(1),
       factor ? 1 : 0,
-      f32(0),
+      factor ? rowOrder(rowBlocks) : 1,
       f32(0),
     ),
-    [
-      Math.ceil(k / (4 * shape.cv * shape.wx)),
-      Math.ceil(n / (shape.rows * shape.wy)),
-      b,
-    ],
+    [Math.ceil(k / (4 * shape.cv * shape.wx)), rowBlocks, b],
   );
   return R;
+}
+
+/**
+ * The stride of a row-block order for kernels whose work grows along the rows (the lower
+ * triangle of L·Lᵀ: block row i costs ∝ i²). llvmpipe hands each worker thread one contiguous
+ * run of workgroups, so in the natural order the thread with the last rows does most of the
+ * work (7/8 of it with two threads). Workgroup row w takes block row (w·s) mod T, with s ≈ 0.618·T
+ * coprime to T: a permutation under which every contiguous run samples the rows evenly.
+ */
+function rowOrder(T: number): number {
+  if (T <= 2) return 1;
+  const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+  let s = Math.round(0.6180339887 * T);
+  while (gcd(s, T) !== 1) s++;
+  return s;
 }
 
 /**

@@ -167,9 +167,23 @@ Deno.test("matmul() batches 3-D operands and shares a 2-D B", async () => {
   await check(rng, 6, 10, 7, { batch: 3, aShared: true });
 });
 
+/**
+ * Small tiles (8×8 outputs per workgroup) for the symmetric kernel, so that a few dozen rows give
+ * odd and even numbers of tile rows (the kernel folds its rows: 0, T−1, 1, T−2, …).
+ */
+const SMALL_SYM: Partial<GemmConfig> = { rows: 4, cols: 4, wgX: 2, wgY: 2, vec: true, tileK: 0 };
+
 Deno.test("matmul() accumulates XᵀX and XXᵀ symmetrically into a non-symmetric C", async () => {
   const rng = new Rng(11);
-  for (const [T, Cn, pad] of [[100, 37, true], [50, 68, false], [9, 133, true]] as const) {
+  const cases = [
+    [100, 37, BIG],
+    [50, 68, {}],
+    [9, 133, BIG],
+    [20, 37, SMALL_SYM], // 5 tile rows
+    [33, 64, SMALL_SYM], // 8
+    [7, 100, SMALL_SYM], // 13
+  ] as const;
+  for (const [T, Cn, config] of cases) {
     for (const ta of [true, false]) {
       const x = rng.normals(T * Cn);
       const X = await Tensor.from(Float32Array.from(x), [T, Cn]);
@@ -182,7 +196,7 @@ Deno.test("matmul() accumulates XᵀX and XXᵀ symmetrically into a non-symmetr
         beta: 1,
         alpha: 0.25,
         out: acc,
-        config: pad ? BIG : {},
+        config,
       });
       const p = matmulRef(x, x, n, n, ta ? T : Cn, ta, !ta);
       const want = p.map((v, i) => 0.25 * v + c0[i]);
