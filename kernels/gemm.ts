@@ -67,7 +67,40 @@ export interface GemmOptions {
   name?: string;
   /** Overrides of the automatically chosen kernel configuration (for tests and benchmarks). */
   config?: Partial<GemmConfig>;
+  /**
+   * Band hints that let the kernel skip work (causal attention). Indices are those of one
+   * product of the batch: row i and column j of C, k of the inner dimension.
+   * - `out: [lo, hi]`: only elements with `lo ≤ j − i ≤ hi` are needed; the others are left
+   *   unspecified (blocks entirely outside are skipped).
+   * - `a: [lo, hi]`: op(A)[i, k] is zero unless `lo ≤ k − i ≤ hi`; each block of rows runs its
+   *   K loop over its band only (the result is the same).
+   *
+   * A kernel may ignore the hints (the workgroup-memory family, and the tall product of a 3-D A
+   * with a 2-D B, do).
+   */
+  band?: GemmBand;
 }
+
+/**
+ * Band hints of {@link GemmOptions}: `out` bounds j − i of the needed elements of C, `a` bounds
+ * k − i of the non-zero elements of op(A). Use ±{@link BAND_OPEN} for an open side.
+ *
+ * @example Usage
+ * ```ts ignore
+ * // causal scores q·kᵀ (query i sees keys j ≤ i), then probabilities · v
+ * const s = matmul(q, k, { transB: true, band: { out: [-BAND_OPEN, 0] } });
+ * const o = matmul(p, v, { band: { a: [-BAND_OPEN, 0] } });
+ * ```
+ */
+export interface GemmBand {
+  /** Needed elements of C: lo ≤ j − i ≤ hi. */
+  out?: [number, number];
+  /** Non-zero elements of op(A): lo ≤ k − i ≤ hi. */
+  a?: [number, number];
+}
+
+/** An open side of a {@link GemmBand} (2³⁰: beyond any index). */
+export const BAND_OPEN = 1 << 30;
 
 /**
  * Kernel configuration of the GEMM generator.
@@ -112,6 +145,8 @@ interface Variant {
   halfA: boolean;
   /** B is stored as f16. */
   halfB: boolean;
+  /** Band hints are applied (parameters `mBase … aHi` follow the common ones). */
+  band: boolean;
 }
 
 /** The small scalar configuration: cheap to compile, used for small products and K tails. */
@@ -160,7 +195,9 @@ function variantKey(v: Variant): string {
   const c = v.cfg;
   return `gemm_r${c.rows}c${c.cols}_wg${c.wgX}x${c.wgY}_t${c.tileK}_${v.transA ? "t" : "n"}${
     v.transB ? "t" : "n"
-  }${c.vec ? "_vec" : ""}${v.sym ? "_sym" : ""}${v.halfA ? "_a16" : ""}${v.halfB ? "_b16" : ""}`;
+  }${c.vec ? "_vec" : ""}${v.sym ? "_sym" : ""}${v.halfA ? "_a16" : ""}${v.halfB ? "_b16" : ""}${
+    v.band ? "_band" : ""
+  }`;
 }
 
 /**
@@ -212,8 +249,14 @@ function gemmSource(v: Variant): string {
   L.push(`@group(0) @binding(1) var<storage, read> B: ${operandArray(v.halfB, vec)};`);
   L.push(`@group(0) @binding(2) var<storage, read_write> C: ${operandArray(false, vec)};`);
   L.push(`@group(0) @binding(3) var<storage, read> bias: array<f32>;`);
+  // Band variants: offsets of this dispatch's chunk in the whole product, which hints are on
+  // (bit 0: out, bit 1: a), and the bands.
+  const bandFields = v.band
+    ? `,
+  mBase: u32, nBase: u32, kBase: u32, bflags: u32, oLo: i32, oHi: i32, aLo: i32, aHi: i32`
+    : "";
   L.push(`struct P { M: u32, N: u32, K: u32, lda: u32, ldb: u32, ldc: u32, offA: u32, offB: u32,
-  offC: u32, sA: u32, sB: u32, sC: u32, offBias: u32, hasBias: u32, alpha: f32, beta: f32 };`);
+  offC: u32, sA: u32, sB: u32, sC: u32, offBias: u32, hasBias: u32, alpha: f32, beta: f32${bandFields} };`);
   L.push(`@group(0) @binding(4) var<uniform> p: P;`);
   // Scalar element access, whatever the binding type; four halves widened at once.
   L.push(elementAccessor("ea", "A", v.halfA, vec), elementAccessor("eb", "B", v.halfB, vec));
@@ -240,7 +283,7 @@ function gemmSource(v: Variant): string {
 
   L.push(`@compute @workgroup_size(${wgX}, ${wgY})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u${
-    v.sym ? ", @builtin(num_workgroups) nwg: vec3u" : ""
+    v.sym || v.band ? ", @builtin(num_workgroups) nwg: vec3u" : ""
   }) {`);
   const B_ = L; // body lines pushed below with indentation
   const body = (...s: string[]) => B_.push(...s.map((x) => "  " + x));
@@ -250,15 +293,19 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     // Row tile t has (tiles − t) tiles of work, and llvmpipe hands each worker thread one
     // contiguous run of workgroups: the rows are folded (0, T−1, 1, T−2, …) so that every pair
     // of consecutive rows holds the same work, which splits evenly between the threads.
-    body(`let wy = select(nwg.y - (wid.y + 1u) / 2u, wid.y / 2u, (wid.y & 1u) == 0u);`);
+    body(FOLD_ROWS);
     body(`if (wy > wid.x) { return; }`);
     body(`if (wy == wid.x && lid.y > lid.x) { return; }`);
+  } else if (v.band) {
+    // Work grows or shrinks along the rows here too.
+    body(FOLD_ROWS);
   } else {
     body(`let wy = wid.y;`);
   }
   body(`let m0 = (wy * ${wgY}u + lid.y) * ${R}u;`);
   body(`let n0 = (wid.x * ${wgX}u + lid.x) * ${C}u;`);
   if (tileK === 0) body(`if (m0 >= p.M || n0 >= p.N) { return; }`);
+  if (v.band) body(...bandPrologue(R, C));
   body(`let bz = wid.z;`);
   body(`let baseA = p.offA + bz * p.sA;`);
   body(`let baseB = p.offB + bz * p.sB;`);
@@ -280,7 +327,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     L.push(...sharedLoop(v));
   } else {
     body(`let K4 = p.K & ~3u;`);
-    body(`for (var k = 0u; k < K4; k = k + 4u) {`);
+    if (v.band) body(...bandKRange());
+    body(`for (var k = ${v.band ? "kLo" : "0u"}; k < ${v.band ? "kHi" : "K4"}; k = k + 4u) {`);
     for (const s of loadStep(v)) body("  " + s);
     for (const s of fmaStep(R, CV, 4)) body("  " + s);
     body(`}`);
@@ -323,6 +371,42 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   }
   L.push(`}`);
   return L.join("\n");
+}
+
+/**
+ * Folded row order of a dispatch (0, T−1, 1, T−2, …) for kernels whose work grows or shrinks
+ * along the rows: llvmpipe hands each worker thread a contiguous run of workgroups, and after
+ * the fold every pair of consecutive rows holds about the same work.
+ */
+const FOLD_ROWS = `let wy = select(nwg.y - (wid.y + 1u) / 2u, wid.y / 2u, (wid.y & 1u) == 0u);`;
+
+/**
+ * Band variants, after the bounds check: the invocation's rows and columns in the whole product,
+ * and an early return when its block of C lies outside the output band.
+ */
+function bandPrologue(R: number, C: number): string[] {
+  return [
+    `let gi0 = i32(p.mBase + m0); let gi1 = i32(p.mBase + min(m0 + ${R - 1}u, p.M - 1u));`,
+    `let gj0 = i32(p.nBase + n0); let gj1 = i32(p.nBase + min(n0 + ${C - 1}u, p.N - 1u));`,
+    `if ((p.bflags & 1u) != 0u && (gj0 - gi1 > p.oHi || gj1 - gi0 < p.oLo)) { return; }`,
+  ];
+}
+
+/**
+ * Band variants: the K range [kLo, kHi) of this chunk (multiples of 4 within K4) that holds the
+ * non-zero band of the invocation's rows of op(A); the whole chunk without an A band.
+ */
+function bandKRange(): string[] {
+  return [
+    `var kLo = 0u; var kHi = K4;`,
+    `if ((p.bflags & 2u) != 0u) {`,
+    `  let kb = i32(p.kBase);`,
+    `  let hi = clamp(gi1 + p.aHi + 1 - kb, 0, i32(K4));`,
+    `  let lo = clamp(gi0 + p.aLo - kb, 0, hi);`,
+    `  kLo = u32(lo) & ~3u;`,
+    `  kHi = min(K4, (u32(hi) + 3u) & ~3u);`,
+    `}`,
+  ];
 }
 
 /**
@@ -637,12 +721,38 @@ export function matmul(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
   const C: Operand = { t: pc, ld: pc.cols, stride: nBatch > 1 ? M * pc.cols : 0 };
   const sym = a === b && transA !== transB && nBatch === 1 && cfg.rows === cfg.cols &&
     cfg.wgX === cfg.wgY && cfg.vec && cfg.tileK === 0 && M === N;
+  // Band hints need whole products per batch element (not the tall product) and no barriers.
+  const band = opts.band && (opts.band.out || opts.band.a) && mRows === M && cfg.tileK === 0 &&
+      !sym
+    ? checkBand(op, opts.band)
+    : null;
   const dims = { M: mRows, N, K, batch: nBatch, alpha, beta };
-  const flags = { transA, transB, sym, halfA: pa.dtype === "f16", halfB: pb.dtype === "f16" };
-  run(rt, op, cfg, flags, A, B, C, opts.bias ?? null, dims);
+  const flags = {
+    transA,
+    transB,
+    sym,
+    halfA: pa.dtype === "f16",
+    halfB: pb.dtype === "f16",
+    band: band !== null,
+  };
+  run(rt, op, cfg, flags, A, B, C, opts.bias ?? null, dims, band);
   if (pc !== out) unpadCols(pc, out);
   for (const t of temps) t.dispose();
   return out;
+}
+
+/** The band hints as kernel parameters: flags, out [lo, hi], a [lo, hi]; integers checked. */
+function checkBand(op: string, band: GemmBand): number[] {
+  const side = (name: string, b: [number, number] | undefined): [number, number] => {
+    if (!b) return [-BAND_OPEN, BAND_OPEN];
+    const [lo, hi] = b;
+    if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo > hi) {
+      throw new GpuError(op, `band.${name} [${lo}, ${hi}] must be integers with lo ≤ hi`);
+    }
+    const clip = (x: number) => Math.max(-BAND_OPEN, Math.min(BAND_OPEN, x));
+    return [clip(lo), clip(hi)];
+  };
+  return [(band.out ? 1 : 0) | (band.a ? 2 : 0), ...side("out", band.out), ...side("a", band.a)];
 }
 
 /**
@@ -683,12 +793,13 @@ function run(
   rt: Runtime,
   op: string,
   cfg: GemmConfig,
-  flags: { transA: boolean; transB: boolean; sym: boolean; halfA: boolean; halfB: boolean },
+  flags: Omit<Variant, "cfg">,
   A: Operand,
   B: Operand,
   C: Operand,
   bias: Tensor | null,
   dims: { M: number; N: number; K: number; batch: number; alpha: number; beta: number },
+  band: number[] | null,
 ) {
   const { transA, transB } = flags;
   const { M, N, K, batch, alpha, beta } = dims;
@@ -787,6 +898,7 @@ function run(
             useBias ? 1 : 0,
             f32(alpha),
             f32(ks === 0 ? beta : 1),
+            ...(band ? [m0, n0, k0, ...band] : []),
           );
           const groups: [number, number, number] = [
             Math.ceil(nLen / k.tile[1]),

@@ -14,7 +14,7 @@
  */
 import { f32, GpuError, grid, packParams, type Runtime } from "./device.ts";
 import { chunkElems, map } from "./elementwise.ts";
-import { matmul } from "./gemm.ts";
+import { BAND_OPEN, matmul } from "./gemm.ts";
 import { Tensor } from "./tensor.ts";
 
 const WG = 256;
@@ -930,7 +930,8 @@ ${rowPrelude(lanes)}
 
 /**
  * Softmax backward in place: `dS = scale · P ⊙ (dP − Σ_s P⊙dP)` row by row. Overwrites `dp`
- * (which holds ∂L/∂P on entry and ∂L/∂scores on exit, scores before scaling).
+ * (which holds ∂L/∂P on entry and ∂L/∂scores on exit, scores before scaling). Entries of `dp`
+ * where P is 0 are never read (they may hold anything) and become 0.
  *
  * - `dp` [Hc, T, L]; `prob` [Hc, T, L].
  *
@@ -949,10 +950,15 @@ ${rowPrelude(lanes)}
   if (row >= p.rows) { return; }
   let base = row * p.L;
   var s = 0.0;
-  for (var c = lid; c < p.L; c += LANES) { s = s + pr[base + c] * dx[base + c]; }
+  // Where P is 0 (masked keys) dP may be unspecified (a banded GEMM skips it): select, not ×.
+  for (var c = lid; c < p.L; c += LANES) {
+    let q = pr[base + c];
+    s = s + select(0.0, q * dx[base + c], q != 0.0);
+  }
   s = rsum(s, lid);
   for (var c = lid; c < p.L; c += LANES) {
-    dx[base + c] = p.scale * pr[base + c] * (dx[base + c] - s);
+    let q = pr[base + c];
+    dx[base + c] = select(0.0, p.scale * q * (dx[base + c] - s), q != 0.0);
   }
 }`;
   dispatchRows(
@@ -977,6 +983,11 @@ interface AttentionPlan {
   qOffset: number;
   window: number;
   headsPerChunk: number;
+  /**
+   * The causal band of the scores as GEMM hints: query i (position qOffset + i) sees keys j with
+   * band[0] ≤ j − i ≤ band[1] (band[1] = qOffset; band[0] from the window, else open).
+   */
+  band: [number, number];
 }
 
 function planAttention(
@@ -1021,6 +1032,7 @@ function planAttention(
     qOffset,
     window: sh.window ?? 0,
     headsPerChunk,
+    band: [sh.window ? qOffset - sh.window + 1 : -BAND_OPEN, qOffset],
   };
 }
 
@@ -1033,7 +1045,7 @@ function attentionProbs(P: AttentionPlan, q: Tensor, k: Tensor, v: Tensor, h0: n
   headsSplit(qh, q, h0, 1, P.D);
   headsSplit(kh, k, h0, P.g, P.D);
   headsSplit(vh, v, h0, P.g, P.D);
-  const prob = matmul(qh, kh, { transB: true, name: "attention.probs" });
+  const prob = matmul(qh, kh, { transB: true, band: { out: P.band }, name: "attention.probs" });
   softmaxForward(prob, P.scale, P.qOffset, P.L, P.window);
   return { qh, kh, vh, prob };
 }
@@ -1061,7 +1073,7 @@ export function attentionForward(
   check("attentionForward", out, q.size, "out");
   for (let h0 = 0; h0 < P.H; h0 += P.headsPerChunk) {
     const { qh, kh, vh, prob: s } = attentionProbs(P, q, k, v, h0);
-    const oh = matmul(s, vh, { name: "attention.out_heads" });
+    const oh = matmul(s, vh, { band: { a: P.band }, name: "attention.out_heads" });
     headsMerge(out, oh, h0, 1, P.D, false);
     for (const t of [qh, kh, vh, s, oh]) t.dispose();
   }
@@ -1100,11 +1112,13 @@ export function attentionBackward(
     const { qh, kh, vh, prob } = attentionProbs(P, q, k, v, h0);
     const doh = new Tensor(q.rt, [qh.shape[0], P.T, P.D], "f32", "attention.dout_heads");
     headsSplit(doh, dout, h0, 1, P.D);
-    const dvh = matmul(prob, doh, { transA: true, name: "attention.dv_heads" });
-    const ds = matmul(doh, vh, { transB: true, name: "attention.dscores" });
+    // Pᵀ and dSᵀ are banded too: key j sees queries i with lo ≤ j − i ≤ hi.
+    const bandT: [number, number] = [-P.band[1], -P.band[0]];
+    const dvh = matmul(prob, doh, { transA: true, band: { a: bandT }, name: "attention.dv_heads" });
+    const ds = matmul(doh, vh, { transB: true, band: { out: P.band }, name: "attention.dscores" });
     softmaxBackward(ds, prob, P.scale);
-    const dqh = matmul(ds, kh, { name: "attention.dq_heads" });
-    const dkh = matmul(ds, qh, { transA: true, name: "attention.dk_heads" });
+    const dqh = matmul(ds, kh, { band: { a: P.band }, name: "attention.dq_heads" });
+    const dkh = matmul(ds, qh, { transA: true, band: { a: bandT }, name: "attention.dk_heads" });
     headsMerge(dq, dqh, h0, 1, P.D, false);
     headsMerge(dk, dkh, h0, P.g, P.D, false);
     headsMerge(dv, dvh, h0, P.g, P.D, false);

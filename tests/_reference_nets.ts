@@ -146,6 +146,64 @@ export function attentionRef(
   return out;
 }
 
+/**
+ * Analytic float64 gradients of {@link attentionRef} for full causal blocks (T = L, qOffset 0):
+ * P = softmax(scale·q·kᵀ + mask), dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − Σ P⊙dP),
+ * dQ = scale·dS·K, dK = scale·dSᵀ·Q, summed over the query heads of each key/value head.
+ */
+export function attentionGradRef(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  dout: ArrayLike<number>,
+  T: number,
+  H: number,
+  KH: number,
+  D: number,
+  scale: number,
+  window: number,
+): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
+  const dq = new Float64Array(T * H * D), dk = new Float64Array(T * KH * D);
+  const dv = new Float64Array(T * KH * D);
+  const g = H / KH;
+  const qi = (t: number, h: number) => (t * H + h) * D;
+  const ki = (j: number, h: number) => (j * KH + h) * D;
+  for (let h = 0; h < H; h++) {
+    const kh = Math.floor(h / g);
+    for (let t = 0; t < T; t++) {
+      const lo = window > 0 ? Math.max(0, t - window + 1) : 0;
+      const p = new Float64Array(t + 1 - lo);
+      let m = -Infinity;
+      for (let j = lo; j <= t; j++) {
+        let d = 0;
+        for (let e = 0; e < D; e++) d += q[qi(t, h) + e] * k[ki(j, kh) + e];
+        p[j - lo] = d * scale;
+        m = Math.max(m, p[j - lo]);
+      }
+      let z = 0;
+      for (let j = 0; j < p.length; j++) z += p[j] = Math.exp(p[j] - m);
+      for (let j = 0; j < p.length; j++) p[j] /= z;
+      const dp = new Float64Array(p.length);
+      let sum = 0;
+      for (let j = lo; j <= t; j++) {
+        for (let e = 0; e < D; e++) {
+          dv[ki(j, kh) + e] += p[j - lo] * dout[qi(t, h) + e];
+          dp[j - lo] += dout[qi(t, h) + e] * v[ki(j, kh) + e];
+        }
+        sum += p[j - lo] * dp[j - lo];
+      }
+      for (let j = lo; j <= t; j++) {
+        const ds = scale * p[j - lo] * (dp[j - lo] - sum);
+        for (let e = 0; e < D; e++) {
+          dq[qi(t, h) + e] += ds * k[ki(j, kh) + e];
+          dk[ki(j, kh) + e] += ds * q[qi(t, h) + e];
+        }
+      }
+    }
+  }
+  return { dq, dk, dv };
+}
+
 function logitsOf(x: Float64Array, T: number, E: number, head: ArrayLike<number>, V: number) {
   return linear(x, T, E, head, null, V);
 }

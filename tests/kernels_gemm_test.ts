@@ -372,3 +372,106 @@ Deno.test("matmul() splits N and M over dispatches of at most 65,535 workgroups"
   A.dispose();
   B.dispose();
 });
+
+/**
+ * Band hints: op(A) is zero outside its band (built so), C starts as a sentinel; every element
+ * inside the output band must match the float64 product (those outside are unspecified). Returns
+ * how many elements outside kept the sentinel.
+ */
+async function checkBand(
+  rng: Rng,
+  M: number,
+  N: number,
+  K: number,
+  o: {
+    ta?: boolean;
+    tb?: boolean;
+    batch?: number;
+    out?: [number, number];
+    a?: [number, number];
+    config?: Partial<GemmConfig>;
+  },
+): Promise<number> {
+  const { ta = false, tb = false, batch = 1 } = o;
+  const a = new Float64Array(batch * M * K);
+  for (let z = 0; z < batch; z++) {
+    for (let i = 0; i < M; i++) {
+      for (let k = 0; k < K; k++) {
+        const inBand = !o.a || (k - i >= o.a[0] && k - i <= o.a[1]);
+        const v = inBand ? rng.normal() : 0;
+        a[z * M * K + (ta ? k * M + i : i * K + k)] = Math.fround(v);
+      }
+    }
+  }
+  const b = Float64Array.from(rng.normals(batch * K * N), Math.fround);
+  const A = await Tensor.from(
+    Float32Array.from(a),
+    batch > 1 ? [batch, ta ? K : M, ta ? M : K] : [ta ? K : M, ta ? M : K],
+  );
+  const B = await Tensor.from(
+    Float32Array.from(b),
+    batch > 1 ? [batch, tb ? N : K, tb ? K : N] : [tb ? N : K, tb ? K : N],
+  );
+  const SENTINEL = 12345;
+  const C = await Tensor.from(
+    new Float32Array(batch * M * N).fill(SENTINEL),
+    batch > 1 ? [batch, M, N] : [M, N],
+  );
+  matmul(A, B, { transA: ta, transB: tb, out: C, band: { out: o.out, a: o.a }, config: o.config });
+  const want = gemmRef(a, b, null, null, { M, N, K, batch, bShared: false }, {
+    ta,
+    tb,
+    alpha: 1,
+    beta: 0,
+  });
+  const got = await C.read();
+  let skipped = 0;
+  for (let z = 0; z < batch; z++) {
+    for (let i = 0; i < M; i++) {
+      for (let j = 0; j < N; j++) {
+        const idx = z * M * N + i * N + j;
+        const needed = !o.out || (j - i >= o.out[0] && j - i <= o.out[1]);
+        if (!needed) {
+          if (got[idx] === SENTINEL) skipped++;
+          continue;
+        }
+        const tol = 1e-4 * (1 + Math.abs(want[idx])) * Math.sqrt(K + 1);
+        assert.ok(
+          Math.abs(got[idx] - want[idx]) <= tol,
+          `${M}×${N}×${K} ${JSON.stringify(o)}: C[${z}, ${i}, ${j}] = ${got[idx]}, want ${
+            want[idx]
+          }`,
+        );
+      }
+    }
+  }
+  for (const t of [A, B, C]) t.dispose();
+  return skipped;
+}
+
+Deno.test("matmul() band hints: skipped blocks outside the output band, K loops over A's band", async () => {
+  const rng = new Rng(31);
+  const OPEN = 1 << 30;
+  for (const config of [{}, BIG, SMALL_SYM, { ...BIG, kChunk: 16 }]) {
+    // causal scores q·kᵀ, with a query offset and a sliding window
+    await checkBand(rng, 37, 41, 9, { tb: true, batch: 2, out: [-OPEN, 4], config });
+    await checkBand(rng, 50, 50, 13, { tb: true, out: [-6, 0], config });
+    // probabilities · v (A lower-banded), and the backward's transposed products
+    await checkBand(rng, 45, 10, 45, { batch: 3, a: [-OPEN, 0], config });
+    await checkBand(rng, 45, 12, 47, { a: [-8, 2], config });
+    await checkBand(rng, 44, 16, 44, { ta: true, batch: 2, a: [0, OPEN], config });
+    await checkBand(rng, 33, 7, 30, { ta: true, tb: true, a: [-3, 5], config });
+    // both hints, and bands that miss whole rows
+    await checkBand(rng, 40, 40, 40, { a: [-OPEN, 0], out: [-OPEN, 0], config });
+    await checkBand(rng, 20, 9, 11, { a: [15, OPEN], out: [30, OPEN], config });
+  }
+  // With 8×8 blocks per workgroup a 64×64 causal product must leave upper blocks untouched.
+  const skipped = await checkBand(rng, 64, 64, 8, { tb: true, out: [-OPEN, 0], config: SMALL_SYM });
+  assert.ok(skipped >= 28 * 16, `only ${skipped} elements above the diagonal were skipped`);
+  const X = await Tensor.from(new Float32Array(4), [2, 2]);
+  assert.throws(
+    () => matmul(X, X, { band: { out: [1, 0] } }),
+    /matmul.*band\.out \[1, 0\] must be integers with lo ≤ hi/,
+  );
+  X.dispose();
+});

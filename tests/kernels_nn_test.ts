@@ -32,7 +32,7 @@ import {
   swigluBackward,
   swigluForward,
 } from "../kernels/nn.ts";
-import { attentionRef } from "./_reference_nets.ts";
+import { attentionGradRef, attentionRef } from "./_reference_nets.ts";
 import { assertClose, matmulRef, Rng } from "./_util.ts";
 
 const f32 = (a: ArrayLike<number>) => Float32Array.from(a);
@@ -328,6 +328,65 @@ Deno.test("attentionForward/Backward: causal GQA, sliding window and query offse
       "dv",
     );
   }
+});
+
+Deno.test("attention at sizes where the banded GEMMs skip blocks: causal, windowed, offset", async () => {
+  const rng = new Rng(15);
+  const [H, KH, D] = [2, 1, 16];
+  const sh0 = { numHeads: H, numKvHeads: KH, headDim: D };
+  // T = L = 130 (the 16×16-block GEMM family, several row blocks), with and without a window
+  for (const window of [0, 40]) {
+    const T = 130;
+    const q = rng.normals(T * H * D), k = rng.normals(T * KH * D), v = rng.normals(T * KH * D);
+    const dy = rng.normals(T * H * D);
+    const [Q, K, V, DY] = [
+      await up(q, [T, H * D]),
+      await up(k, [T, KH * D]),
+      await up(v, [T, KH * D]),
+      await up(dy, [T, H * D]),
+    ];
+    const sh = { ...sh0, window };
+    const out = await Tensor.zeros([T, H * D]);
+    attentionForward(out, Q, K, V, sh);
+    const scale = 1 / Math.sqrt(D);
+    const what = `T${T} w${window}`;
+    assertClose(
+      await out.read(),
+      attentionRef(q, k, v, T, T, H, KH, D, scale, 0, window),
+      1e-4,
+      1e-5,
+      what,
+    );
+    const [dq, dk, dv] = [
+      await Tensor.zeros([T, H * D]),
+      await Tensor.zeros([T, KH * D]),
+      await Tensor.zeros([T, KH * D]),
+    ];
+    attentionBackward(dq, dk, dv, DY, Q, K, V, sh);
+    const ref = attentionGradRef(q, k, v, dy, T, H, KH, D, scale, window);
+    assertClose(await dq.read(), ref.dq, 1e-4, 1e-5, `${what} dq`);
+    assertClose(await dk.read(), ref.dk, 1e-4, 1e-5, `${what} dk`);
+    assertClose(await dv.read(), ref.dv, 1e-4, 1e-5, `${what} dv`);
+    for (const t of [Q, K, V, DY, out, dq, dk, dv]) t.dispose();
+  }
+  // 50 new queries after 80 cached keys
+  const [T, L] = [50, 130];
+  const q = rng.normals(T * H * D), k = rng.normals(L * KH * D), v = rng.normals(L * KH * D);
+  const out = await Tensor.zeros([T, H * D]);
+  attentionForward(
+    out,
+    await up(q, [T, H * D]),
+    await up(k, [L, KH * D]),
+    await up(v, [L, KH * D]),
+    sh0,
+  );
+  assertClose(
+    await out.read(),
+    attentionRef(q, k, v, T, L, H, KH, D, 1 / Math.sqrt(D), L - T, 0),
+    1e-4,
+    1e-5,
+    "offset 80",
+  );
 });
 
 function ceRef(z: ArrayLike<number>, T: number, V: number, tg: ArrayLike<number>, S: number) {
