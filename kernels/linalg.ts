@@ -29,10 +29,12 @@
  *   X11 = M11⁻¹ + Tᵀ·X22·T): about 0.7 n³ multiply-adds in all, ≈ 0.4× the GEMM rate (counting
  *   n³ flops) at n = 2048 on the software adapter, error ≈ κ·2⁻²⁴ (4.6e-5 measured on a damped
  *   Gram matrix of κ ≈ 1e3). The factor correction costs n³/6 double-f32 terms (the lower
- *   triangle of `L·Lᵀ`) plus ≈ 1.5 f32 GEMMs. A Newton step is the double-f32 residual,
- *   n³ terms at 19 f32 operations each (no fused multiply-add on the software adapter: Dekker
- *   splits instead; ≈ 4.3 f32 GEMMs of the same size), plus the lower block triangle of the
- *   correction `X·R` (≈ 0.8 GEMM). Steps needed: one for κ ≲ 1e4, two to three near κ = 1e6.
+ *   triangle of `L·Lᵀ`, ≈ 0.9 GEMM-times) plus ≈ 1.6 f32 GEMMs (X·Δ, then the lower triangle of
+ *   (XΔ)·X through a banded GEMM). A Newton step is the double-f32 residual, n³ terms at 19 f32
+ *   operations each (no fused multiply-add on the software adapter: Dekker splits instead;
+ *   ≈ 4.3 f32 GEMMs of the same size), plus the lower triangle of the correction `X·R`
+ *   (≈ 0.6 GEMM). Steps needed: one for κ ≲ 1e4, two to three near κ = 1e6. Why no refined
+ *   inverse built on f32 can reach a third of the GEMM rate: docs/performance.md.
  *   Measured errors vs float64: ≈ 3e-8 after refinement (κ = 1e3…1e6, n = 129…512; n = 3072 in
  *   tests/slow: 2.7e-8 at κ = 1e3, 3.9e-8 at κ = 1e6).
  *
@@ -40,7 +42,7 @@
  */
 import { f32, GpuError, packParams, type Runtime } from "./device.ts";
 import { map } from "./elementwise.ts";
-import { matmul } from "./gemm.ts";
+import { BAND_OPEN, matmul } from "./gemm.ts";
 import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
 import { inverseTol, newtonRule, nextDamping, refine, SOLVE_RULE } from "./_refine.ts";
@@ -539,26 +541,14 @@ function assemble(b11: Tensor, b21: Tensor, b22: Tensor, name: string): Tensor {
   return out;
 }
 
-/** Below this size {@link lowerProduct} is one GEMM. */
-const STRUCT_MIN = 256;
-
 /**
- * The lower block triangle of `A·B` (`A` is m×K, `B` is K×m): blocks above the diagonal blocks
- * are zero, diagonal blocks of at most {@link STRUCT_MIN} are complete. Recursive on the rows of
- * `A` and the columns of `B`: about half the multiply-adds of the full product.
+ * The lower triangle of `A·B` (`A` is m×K, `B` is K×m) with zeros above the diagonal: one GEMM
+ * with an output band, which skips the blocks above the diagonal (about half the multiply-adds),
+ * then the unspecified elements above the diagonal are zeroed.
  */
 function lowerProduct(A: Tensor, B: Tensor, name: string): Tensor {
-  const m = A.rows, K = A.cols;
-  if (m <= STRUCT_MIN) return matmul(A, B, { name });
-  const h = splitPoint(m), r = m - h;
-  const A1 = block(A, 0, 0, h, K), A2 = block(A, h, 0, r, K);
-  const B1 = block(B, 0, 0, K, h), B2 = block(B, 0, h, K, r);
-  const C11 = lowerProduct(A1, B1, `${name}[11]`);
-  const C21 = matmul(A2, B1, { name: `${name}[21]` });
-  const C22 = lowerProduct(A2, B2, `${name}[22]`);
-  const C = assemble(C11, C21, C22, name);
-  for (const t of [A1, A2, B1, B2, C11, C21, C22]) t.dispose();
-  return C;
+  const C = matmul(A, B, { band: { out: [-BAND_OPEN, 0] }, name });
+  return map("select(a, 0.0, (i % u32(s0)) > (i / u32(s0)))", [C], [C.cols], { out: C });
 }
 
 /** In place: `X ← (X + Xᵀ)/2` ("average") or the upper triangle ← the lower one ("lower"). */
@@ -1181,7 +1171,7 @@ async function refineInverse(
   symmetrize(D, "lower");
   const XD = matmul(X, D, { name: `${name}:XΔ` });
   D.dispose();
-  // X·Δ·X is symmetric: its lower block triangle, subtracted, then mirrored.
+  // X·Δ·X is symmetric: its lower triangle, subtracted, then mirrored.
   const C = lowerProduct(XD, X, `${name}:XΔX`);
   XD.dispose();
   map("o - a", [C], [], { out: X });
@@ -1303,7 +1293,7 @@ async function newtonRefine(
   try {
     await refine(`spdInverse(${name})`, maxSteps, newtonRule(tol), async () => {
       const R = residual(M, X, null, status, damped);
-      // X·R = X − X·M_d·X is symmetric: only its lower block triangle is computed and added,
+      // X·R = X − X·M_d·X is symmetric: only its lower triangle is computed and added,
       // then mirrored. ‖C‖² then covers about half of the correction: counted twice in ρ.
       const C = lowerProduct(X, R, `${name}:correction`);
       R.dispose();
