@@ -36,6 +36,7 @@ import { f32, GpuError, packParams, type Runtime } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 import { padCols, unpadCols } from "./matrix.ts";
 import { toF32 } from "./cast.ts";
+import { rowOrder } from "./_order.ts";
 
 /**
  * Options of {@link matmul}.
@@ -253,7 +254,8 @@ function gemmSource(v: Variant): string {
   // (bit 0: out, bit 1: a), and the bands.
   const bandFields = v.band
     ? `,
-  mBase: u32, nBase: u32, kBase: u32, bflags: u32, oLo: i32, oHi: i32, aLo: i32, aHi: i32`
+  mBase: u32, nBase: u32, kBase: u32, bflags: u32, oLo: i32, oHi: i32, aLo: i32, aHi: i32,
+  perm: u32`
     : "";
   L.push(`struct P { M: u32, N: u32, K: u32, lda: u32, ldb: u32, ldc: u32, offA: u32, offB: u32,
   offC: u32, sA: u32, sB: u32, sC: u32, offBias: u32, hasBias: u32, alpha: f32, beta: f32${bandFields} };`);
@@ -293,12 +295,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     // Row tile t has (tiles − t) tiles of work, and llvmpipe hands each worker thread one
     // contiguous run of workgroups: the rows are folded (0, T−1, 1, T−2, …) so that every pair
     // of consecutive rows holds the same work, which splits evenly between the threads.
-    body(FOLD_ROWS);
+    body(`let wy = select(nwg.y - (wid.y + 1u) / 2u, wid.y / 2u, (wid.y & 1u) == 0u);`);
     body(`if (wy > wid.x) { return; }`);
     body(`if (wy == wid.x && lid.y > lid.x) { return; }`);
   } else if (v.band) {
-    // Work grows or shrinks along the rows here too.
-    body(FOLD_ROWS);
+    // Work varies along the rows here too, in steps when K is chunked: rows in the order of the
+    // stride p.perm (kernels/_order.ts).
+    body(`let wy = (wid.y * p.perm) % nwg.y;`);
   } else {
     body(`let wy = wid.y;`);
   }
@@ -372,13 +375,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   L.push(`}`);
   return L.join("\n");
 }
-
-/**
- * Folded row order of a dispatch (0, T−1, 1, T−2, …) for kernels whose work grows or shrinks
- * along the rows: llvmpipe hands each worker thread a contiguous run of workgroups, and after
- * the fold every pair of consecutive rows holds about the same work.
- */
-const FOLD_ROWS = `let wy = select(nwg.y - (wid.y + 1u) / 2u, wid.y / 2u, (wid.y & 1u) == 0u);`;
 
 /**
  * Band variants, after the bounds check: the invocation's rows and columns in the whole product,
@@ -898,7 +894,7 @@ function run(
             useBias ? 1 : 0,
             f32(alpha),
             f32(ks === 0 ? beta : 1),
-            ...(band ? [m0, n0, k0, ...band] : []),
+            ...(band ? [m0, n0, k0, ...band, rowOrder(Math.ceil(mLen / k.tile[0]))] : []),
           );
           const groups: [number, number, number] = [
             Math.ceil(nLen / k.tile[1]),

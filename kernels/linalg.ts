@@ -46,6 +46,7 @@ import { BAND_OPEN, matmul } from "./gemm.ts";
 import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
 import { inverseTol, newtonRule, nextDamping, refine, SOLVE_RULE } from "./_refine.ts";
+import { rowOrder } from "./_order.ts";
 import {
   choleskyBlocks,
   spdInverseBlocks,
@@ -895,21 +896,6 @@ function residual(
     [Math.ceil(k / (4 * shape.cv * shape.wx)), rowBlocks, b],
   );
   return R;
-}
-
-/**
- * The stride of a row-block order for kernels whose work grows along the rows (the lower
- * triangle of L·Lᵀ: block row i costs ∝ i²). llvmpipe hands each worker thread one contiguous
- * run of workgroups, so in the natural order the thread with the last rows does most of the
- * work (7/8 of it with two threads). Workgroup row w takes block row (w·s) mod T, with s ≈ 0.618·T
- * coprime to T: a permutation under which every contiguous run samples the rows evenly.
- */
-function rowOrder(T: number): number {
-  if (T <= 2) return 1;
-  const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
-  let s = Math.round(0.6180339887 * T);
-  while (gcd(s, T) !== 1) s++;
-  return s;
 }
 
 /**
