@@ -135,11 +135,9 @@ export async function run(
         onShot: async (k, r) => {
           const ppl = k === opts.shots ? (await perplexity(model, test, pplOpts)).ppl : NaN;
           last = { sparsity: r.sparsity, ppl };
-          log(
-            `${name} shot ${k}/${opts.shots}: sparsity ${r.sparsity.toFixed(4)} ppl ${
-              ppl.toFixed(3)
-            }`,
-          );
+          // Perplexity is measured after the last shot only.
+          const tail = Number.isNaN(ppl) ? "" : ` ppl ${ppl.toFixed(3)}`;
+          log(`${name} shot ${k}/${opts.shots}: sparsity ${r.sparsity.toFixed(4)}${tail}`);
         },
       });
       emit({
