@@ -470,6 +470,17 @@ Deno.test("matmul() band hints: skipped blocks outside the output band, K loops 
   // With 8×8 blocks per workgroup a 64×64 causal product must leave upper blocks untouched.
   const skipped = await checkBand(rng, 64, 64, 8, { tb: true, out: [-OPEN, 0], config: SMALL_SYM });
   assert.ok(skipped >= 28 * 16, `only ${skipped} elements above the diagonal were skipped`);
+  // Operands over one binding: the product runs per batch element and per (M, N, K) window, and
+  // each window's band is placed by its offsets in the whole product.
+  const rt = await gpu();
+  const restore = rt.limitBinding(4096); // 1,024 floats: every operand below is split
+  try {
+    await checkBand(rng, 70, 66, 60, { tb: true, batch: 2, out: [-OPEN, 3], config: BIG });
+    await checkBand(rng, 70, 20, 70, { batch: 2, a: [-9, 0], config: BIG });
+    await checkBand(rng, 64, 24, 64, { ta: true, a: [0, OPEN], config: SMALL_SYM });
+  } finally {
+    restore();
+  }
   const X = await Tensor.from(new Float32Array(4), [2, 2]);
   assert.throws(
     () => matmul(X, X, { band: { out: [1, 0] } }),
