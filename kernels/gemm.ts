@@ -718,10 +718,8 @@ export function matmul(a: Tensor, b: Tensor, opts: GemmOptions = {}): Tensor {
   const sym = a === b && transA !== transB && nBatch === 1 && cfg.rows === cfg.cols &&
     cfg.wgX === cfg.wgY && cfg.vec && cfg.tileK === 0 && M === N;
   // Band hints need whole products per batch element (not the tall product) and no barriers.
-  const band = opts.band && (opts.band.out || opts.band.a) && mRows === M && cfg.tileK === 0 &&
-      !sym
-    ? checkBand(op, opts.band)
-    : null;
+  const bandParams = opts.band && (opts.band.out || opts.band.a) ? checkBand(op, opts.band) : null;
+  const band = bandParams && mRows === M && cfg.tileK === 0 && !sym ? bandParams : null;
   const dims = { M: mRows, N, K, batch: nBatch, alpha, beta };
   const flags = {
     transA,

@@ -486,5 +486,10 @@ Deno.test("matmul() band hints: skipped blocks outside the output band, K loops 
     () => matmul(X, X, { band: { out: [1, 0] } }),
     /matmul.*band\.out \[1, 0\] must be integers with lo ≤ hi/,
   );
+  // also where the kernel would ignore the hints
+  assert.throws(
+    () => matmul(X, X, { band: { a: [0, 0.5] }, config: TILED }),
+    /band\.a \[0, 0\.5\] must be integers/,
+  );
   X.dispose();
 });
