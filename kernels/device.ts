@@ -158,6 +158,7 @@ export class Runtime {
   #errors: Promise<GpuError | null>[] = [];
   #lost: GpuError | null = null;
   #live = 0;
+  #peak = 0;
   #dispatches = 0;
   #syncs = 0;
 
@@ -215,6 +216,26 @@ export class Runtime {
     return this.#live;
   }
 
+  /**
+   * The largest {@link liveBytes} since the runtime was created or since {@link resetPeak}: what a
+   * piece of work needed at most (buffers only; the driver's own memory is not counted).
+   *
+   * @example Usage
+   * ```ts ignore
+   * rt.resetPeak();
+   * await pruneShot(model, curv, 0.3, { structure: "rowcol" });
+   * console.log(`peak ${(rt.peakBytes / 2 ** 30).toFixed(2)} GiB`);
+   * ```
+   */
+  get peakBytes(): number {
+    return this.#peak;
+  }
+
+  /** Restarts {@link peakBytes} from the bytes live now. */
+  resetPeak(): void {
+    this.#peak = this.#live;
+  }
+
   /** Counters for diagnostics: dispatches recorded and host syncs performed so far. */
   get stats(): { dispatches: number; syncs: number; kernels: number } {
     return { dispatches: this.#dispatches, syncs: this.#syncs, kernels: this.#kernels.size };
@@ -243,6 +264,7 @@ export class Runtime {
     this.#watch(label, "creating a buffer of " + size + " bytes");
     this.#watch(label, "creating a buffer of " + size + " bytes (out of memory)");
     this.#live += size;
+    if (this.#live > this.#peak) this.#peak = this.#live;
     return buffer;
   }
 
