@@ -133,7 +133,8 @@ export async function estimateCurvature(
   if (lins.length === 0) return out;
   const rt = lins[0].weight.rt;
   const N = seqs.reduce((s, x) => s + x.length, 0);
-  const block = Math.max(1, Math.ceil(Math.sqrt(seqs.length)));
+  // Two-level sums: fold every ⌈√n⌉ sequences (1 = no second buffer, with lowMemory).
+  const block = opts.lowMemory ? 1 : Math.max(1, Math.ceil(Math.sqrt(seqs.length)));
   const index = new Map(slots.map((s, k) => [s.lin.name, k]));
   const flags = Tensor.emptySync(rt, [slots.length], "u32", "curvature.flags");
   const progress = opts.onProgress ?? (() => {});

@@ -95,6 +95,12 @@ export interface CurvatureOptions {
   reuse?: Curvature | null;
   /** Receives one line per calibration pass. */
   onProgress?: (msg: string) => void;
+  /**
+   * Accumulate straight into the factors (`--low_memory`), without the second buffer per factor
+   * that otherwise bounds f32 drift (a two-level sum): half the factor memory during a pass, plain
+   * f32 sums over the calibration sequences as in the reference without `--double`.
+   */
+  lowMemory?: boolean;
 }
 
 /**

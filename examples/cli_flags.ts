@@ -230,6 +230,14 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "Cut rows with more than max_correlate removed weights into several chunks.",
   },
   {
+    name: "low_memory",
+    type: "boolean",
+    default: false,
+    group: "pruning",
+    help:
+      "Less GPU memory: factors summed in one buffer each (plain f32 sums, as the reference without --double), and each module's inverses computed when needed and freed (twice per shot) instead of all at once. Results equal the default's up to the rounding of the factor sums.",
+  },
+  {
     name: "update_scale",
     type: "number",
     default: 1.0,
@@ -518,6 +526,7 @@ export interface SurgeonConfig {
   max_correlate: number;
   addupdate: boolean;
   strictmax: boolean;
+  low_memory: boolean;
   update_scale: number;
   use_diagonal: boolean;
   curvature: "identity" | "activations" | "kfac";
@@ -1054,6 +1063,7 @@ export function resultSettings(cfg: SurgeonConfig): Record<string, unknown> {
     "curvature_dev",
     "buffer_dev",
     "lowmem",
+    "low_memory", // the same results up to f32 rounding, with less memory (resumable either way)
   ]);
   return Object.fromEntries(Object.entries(cfg).filter(([k]) => !skip.has(k)));
 }
@@ -1086,6 +1096,7 @@ export function scheduleOptions(cfg: SurgeonConfig): {
   maxCorrelate: number;
   addupdate: boolean;
   strictmax: boolean;
+  lowMemory: boolean;
   updateScale: number;
   useDiagonal: boolean;
   rank1cost: boolean;
@@ -1114,6 +1125,7 @@ export function scheduleOptions(cfg: SurgeonConfig): {
     maxCorrelate: cfg.max_correlate,
     addupdate: cfg.addupdate,
     strictmax: cfg.strictmax,
+    lowMemory: cfg.low_memory,
     updateScale: cfg.update_scale,
     useDiagonal: cfg.use_diagonal,
     rank1cost: cfg.rank1cost,

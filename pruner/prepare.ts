@@ -69,6 +69,18 @@ function deadMasks(
   return { keepR, keepC };
 }
 
+/** How {@link prepareModules} prepares: OBD (no inverses) or OBS with the dampings of §4.1. */
+export interface PrepareOptions {
+  /** OBD costs only: no inverses. */
+  obd: boolean;
+  /** Relative damping of G. */
+  dampG: number;
+  /** Relative damping of A. */
+  dampA: number;
+  /** krank ≥ 2: shift a non-positive s of the two-term basis to positive. */
+  eigenfix?: boolean;
+}
+
 /**
  * PREPARE for every module: finds dead rows (all-zero, or G₀[r,r] = 0) and dead columns
  * (all-zero, or A₀[c,c] = 0), zeroes them in the weights (written back to weight and bias),
@@ -78,7 +90,7 @@ function deadMasks(
 export async function prepareModules(
   lins: PrunableLinear[],
   curv: Map<string, LayerCurvature>,
-  opts: { obd: boolean; dampG: number; dampA: number; eigenfix?: boolean },
+  opts: PrepareOptions,
 ): Promise<Prepared[]> {
   const layers = lins.map((lin) => {
     const c = curv.get(lin.name);

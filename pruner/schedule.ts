@@ -189,9 +189,11 @@ export async function runSchedule(
   const log = hooks.onProgress ?? (() => {});
   let prev: Curvature | null = null;
   try {
+    const rt = model.linears()[0]?.weight.rt;
     for (let k = start + 1; k <= S; k++) {
       const X = shotData(calibration, k, opts);
       const seed = shotSeed(opts.seed, k);
+      rt?.resetPeak();
       const curv = await estimateCurvature(model, X, {
         kind: opts.kind,
         useIad: opts.useIad,
@@ -201,6 +203,7 @@ export async function runSchedule(
         properSampledFisher: opts.properSampledFisher,
         maxOutgrad: opts.maxOutgrad,
         diagonal: opts.diagonal,
+        lowMemory: opts.lowMemory,
         seed,
         reuse: opts.reuse ? prev : null,
         onProgress: log,
@@ -215,9 +218,11 @@ export async function runSchedule(
         if (opts.reuse) prev = curv;
         else disposeCurvature(curv);
       }
+      // Peak GPU buffer memory of the shot (curvature and pruning), to size runs with.
+      const peak = rt ? `, peak GPU memory ${(rt.peakBytes / 2 ** 30).toFixed(2)} GiB` : "";
       log(
         `shot ${k}/${S}: target ${target.toFixed(4)}, τ ${report.threshold.toExponential(4)}, ` +
-          `sparsity ${report.sparsity.toFixed(4)} (${report.seconds.toFixed(1)} s)`,
+          `sparsity ${report.sparsity.toFixed(4)} (${report.seconds.toFixed(1)} s${peak})`,
       );
       if (opts.lora) {
         const last = k === S;

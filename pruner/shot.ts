@@ -6,12 +6,12 @@
  * @module
  */
 import { Tensor } from "../kernels/tensor.ts";
-import type { CausalLM } from "../model/types.ts";
+import type { CausalLM, PrunableLinear } from "../model/types.ts";
 import { kthSmallestCounts } from "../kernels/select.ts";
 import { nmGroupCosts, nmMask, nonZeroCounts, readAll, rowColMap } from "../curvature/_ops.ts";
 import type { Curvature } from "../curvature/types.ts";
 import { elementCosts, rowColCosts } from "./costs.ts";
-import { disposePrepared, prepareModules } from "./prepare.ts";
+import { disposePrepared, type Prepared, prepareModules, type PrepareOptions } from "./prepare.ts";
 import {
   PruneOptionError,
   type Structure,
@@ -60,6 +60,14 @@ export interface PruneOptions {
   rank1cost?: boolean;
   /** krank ≥ 2: shift a non-positive s of the two-term basis to positive (`--eigenfix`). */
   eigenfix?: boolean;
+  /**
+   * Prepare one module at a time (`--low_memory`): the costs of every module are computed first,
+   * each module's damped inverses and augmented weight freed as soon as its costs are known, and
+   * prepared again for its update. GPU memory then holds the costs of all modules but the inverses
+   * of one; the inverses are computed twice. Same results as the default, which prepares every
+   * module at once.
+   */
+  lowMemory?: boolean;
 }
 
 /**
@@ -196,6 +204,63 @@ export async function sparsityStats(model: CausalLM): Promise<SparsityStats> {
   return { overall: total ? zeros / total : 0, perKind, perModule };
 }
 
+/**
+ * The prepared modules of a shot: all prepared at once, or (low memory) one at a time, prepared
+ * again for each pass over them. Preparation is deterministic and a module's update touches only
+ * its own weights, so both give the same results.
+ */
+class ModuleSource {
+  private constructor(
+    private readonly lins: PrunableLinear[],
+    private readonly curv: Curvature,
+    private readonly popts: PrepareOptions,
+    private all: Prepared[] | null,
+  ) {}
+
+  /** Prepares every module now, or none yet when `lowMemory`. */
+  static async open(
+    lins: PrunableLinear[],
+    curv: Curvature,
+    popts: PrepareOptions,
+    lowMemory: boolean,
+  ): Promise<ModuleSource> {
+    const all = lowMemory ? null : await prepareModules(lins, curv, popts);
+    return new ModuleSource(lins, curv, popts, all);
+  }
+
+  /** Calls `fn` on every prepared module in order; frees each one after it in low-memory mode. */
+  async each(fn: (p: Prepared, i: number) => Promise<void>): Promise<void> {
+    for (let i = 0; i < this.lins.length; i++) {
+      if (this.all) {
+        await fn(this.all[i], i);
+        continue;
+      }
+      const [p] = await prepareModules([this.lins[i]], this.curv, this.popts);
+      try {
+        await fn(p, i);
+      } finally {
+        disposePrepared([p]);
+      }
+    }
+  }
+
+  /** `fn` of every prepared module (results that must not refer to the module's tensors). */
+  async map<T>(fn: (p: Prepared) => T): Promise<T[]> {
+    const out: T[] = [];
+    await this.each((p) => {
+      out.push(fn(p));
+      return Promise.resolve();
+    });
+    return out;
+  }
+
+  /** Frees the modules prepared at once. */
+  dispose(): void {
+    if (this.all) disposePrepared(this.all);
+    this.all = null;
+  }
+}
+
 function updateOptions(opts: PruneOptions): UpdateOptions {
   return {
     maxCorrelate: opts.maxCorrelate ?? 0,
@@ -242,18 +307,18 @@ export async function pruneShot(
       `--max_correlate ${upd.maxCorrelate}: negative values are for element/N:M only`,
     );
   }
-  const prepared = await prepareModules(lins, curv, {
+  const modules = await ModuleSource.open(lins, curv, {
     obd,
     dampG: opts.dampG ?? 0.01,
     dampA: opts.dampA ?? 0.01,
     eigenfix: opts.eigenfix ?? false,
-  });
+  }, opts.lowMemory ?? false);
   let threshold = -Infinity, removedUnits = 0;
   let unit: ShotReport["unit"] = "entries";
   const temps: Tensor[] = [];
   try {
     if (structure === "element" || typeof structure === "object") {
-      const costs = prepared.map((p) => elementCosts(p, costOpts));
+      const costs = await modules.map((p) => elementCosts(p, costOpts));
       temps.push(...costs);
       let units: Tensor[] = costs;
       let nm: { sum: Tensor; nth: Tensor }[] = [];
@@ -263,7 +328,7 @@ export async function pruneShot(
         k = Math.floor(target * V + 1e-9);
       } else {
         unit = "groups";
-        nm = prepared.map((p, i) => nmGroupCosts(costs[i], p.C0, structure.n, structure.m));
+        nm = lins.map((l, i) => nmGroupCosts(costs[i], l.inFeatures, structure.n, structure.m));
         for (const g of nm) temps.push(g.sum, g.nth);
         units = nm.map((g) => g.sum);
         const B = units.reduce((s, c) => s + c.size, 0);
@@ -274,7 +339,7 @@ export async function pruneShot(
         threshold = sel.value;
         removedUnits = sel.atOrBelow;
       }
-      for (const [i, p] of prepared.entries()) {
+      await modules.each(async (p, i) => {
         const mask = typeof structure === "object"
           ? nmMask(costs[i], nm[i].sum, nm[i].nth, structure.m, threshold)
           : rowColMap("select(0.0, 1.0, a <= s0)", costs[i], { s: [threshold], name: "mask" });
@@ -283,19 +348,19 @@ export async function pruneShot(
         if (obd) applyMask(p, mask);
         else await elementUpdate(p, mask, upd);
         mask.dispose();
-      }
+      });
     } else if (structure === "rowcol") {
       unit = "rows+columns";
-      const rc = prepared.map((p) => rowColCosts(p, costOpts));
+      const rc = await modules.map((p) => rowColCosts(p, costOpts));
       for (const x of rc) temps.push(x.rows, x.cols);
       const raw = await readAll(rc.flatMap((x) => [x.rows, x.cols]));
-      const host = prepared.map((_, i) => ({
+      const host = lins.map((_, i) => ({
         rows: new Float32Array(raw[2 * i]),
         cols: new Float32Array(raw[2 * i + 1]),
       }));
       const th = structuredThreshold(host, target);
       threshold = th.tau;
-      for (const [i, p] of prepared.entries()) {
+      await modules.each(async (p, i) => {
         const rowsOut: number[] = [], colsOut: number[] = [];
         host[i].rows.forEach((c, r) => {
           if (c <= threshold) {
@@ -320,13 +385,13 @@ export async function pruneShot(
         } else {
           await structuredUpdate(p, rowsOut, colsOut, upd);
         }
-      }
+      });
     } else {
       throw new PruneOptionError(`--structures: unknown structure ${JSON.stringify(structure)}`);
     }
   } finally {
     for (const t of temps) t.dispose();
-    disposePrepared(prepared);
+    modules.dispose();
   }
   const st = await sparsityStats(model);
   return {
