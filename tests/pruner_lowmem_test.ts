@@ -22,18 +22,27 @@ async function weightsOf(model: CausalLM): Promise<Float32Array[]> {
 }
 
 Deno.test("pruneShot({ lowMemory }): one module prepared at a time gives bit-identical weights", async () => {
-  const cases: [string, () => ModelConfig, PruneOptions][] = [
-    ["OPT element OBS", () => tinyOptConfig(), { structure: "element", maxCorrelate: 48 }],
-    ["OPT rows and columns OBS", () => tinyOptConfig(), { structure: "rowcol" }],
-    ["OPT rows and columns OBD", () => tinyOptConfig(), { structure: "rowcol", obd: true }],
-    ["Llama 2:4 OBS", () => tinyLlamaConfig(), { structure: { n: 2, m: 4 }, addupdate: true }],
+  const cases: [string, () => ModelConfig, PruneOptions, number][] = [
+    ["OPT element OBS", () => tinyOptConfig(), { structure: "element", maxCorrelate: 48 }, 1],
+    ["OPT rows and columns OBS", () => tinyOptConfig(), { structure: "rowcol" }, 1],
+    ["OPT rows and columns OBD", () => tinyOptConfig(), { structure: "rowcol", obd: true }, 1],
+    ["Llama 2:4 OBS", () => tinyLlamaConfig(), { structure: { n: 2, m: 4 }, addupdate: true }, 1],
+    ["OPT rows and columns, krank 2", () => tinyOptConfig(), {
+      structure: "rowcol",
+      eigenfix: true,
+    }, 2],
   ];
-  for (const [what, config, opts] of cases) {
+  for (const [what, config, opts, krank] of cases) {
     const cfg = config();
     const calib = seqs(4, 12, cfg.vocabSize, 7);
     const run = async (lowMemory: boolean) => {
       const model = await fromWeights(cfg, weightSource(randomWeights(cfg, 3)));
-      const curv = await estimateCurvature(model, calib, { kind: "kfac", useIad: true });
+      const curv = await estimateCurvature(model, calib, {
+        kind: "kfac",
+        useIad: true,
+        krank,
+        kpcaIter: 2,
+      });
       const rt = model.linears()[0].weight.rt;
       const before = rt.liveBytes;
       rt.resetPeak();
