@@ -111,7 +111,8 @@ export async function estimateCurvature(
         `them zero and wipe the model, quirk Q1). Use --use_iad or an even --kpca_iter.`,
     );
   }
-  const lins = model.linears();
+  const only = opts.modules;
+  const lins = model.linears().filter((l) => !only || only.has(l.name));
   const slots: Slot[] = lins.map((lin) => ({
     lin,
     R: lin.outFeatures,

@@ -6,3 +6,4 @@
  */
 export * from "./types.ts";
 export { estimateCurvature } from "./estimate.ts";
+export * from "./host.ts";

@@ -101,6 +101,11 @@ export interface CurvatureOptions {
    * f32 sums over the calibration sequences as in the reference without `--double`.
    */
   lowMemory?: boolean;
+  /**
+   * Estimate only these modules (names of `PrunableLinear`); the others are neither tapped nor in
+   * the result. Default: every prunable module. Used for passes over groups of layers.
+   */
+  modules?: ReadonlySet<string>;
 }
 
 /**

@@ -306,6 +306,14 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "Also estimate the exact Fisher diagonal D (normalised by N).",
   },
   {
+    name: "curvature_groups",
+    type: "int",
+    default: 1,
+    group: "curvature",
+    help:
+      "Estimate the factors in this many rounds over groups of decoder layers, moving each group's factors to host memory: the GPU holds one group's factors at a time (for models whose factors do not fit beside the weights, e.g. 7B). Same factors; calibration repeated per group. Implies --low_memory pruning; not with --reuse.",
+  },
+  {
     name: "eigenfix",
     type: "boolean",
     default: false,
@@ -536,6 +544,7 @@ export interface SurgeonConfig {
   fisher_samples: number;
   max_outgrad: number;
   diagonal: boolean;
+  curvature_groups: number;
   eigenfix: boolean;
   rank1cost: boolean;
   shots: number;
@@ -789,6 +798,11 @@ export function validateConfig(cfg: SurgeonConfig): void {
   inRange("damp_g", cfg.damp_g >= 0, "must be ≥ 0");
   inRange("damp_a", cfg.damp_a >= 0, "must be ≥ 0");
   inRange("max_correlate", cfg.max_correlate >= -1, "must be -1, 0 or a positive chunk size");
+  inRange(
+    "curvature_groups",
+    cfg.curvature_groups >= 1,
+    "must be a positive number of layer groups",
+  );
   inRange("kpca_iter", cfg.kpca_iter >= 1, "must be ≥ 1");
   inRange("krank", cfg.krank === 1 || cfg.krank === 2, "must be 1 or 2");
   inRange("fisher_samples", cfg.fisher_samples >= 0, "must be ≥ 0");
@@ -857,6 +871,12 @@ export function validateConfig(cfg: SurgeonConfig): void {
   }
   if (cfg.reuse && cfg.curvature !== "kfac") {
     throw new FlagError("reuse", "only applies to kfac power iteration");
+  }
+  if (cfg.reuse && cfg.curvature_groups > 1) {
+    throw new FlagError(
+      "reuse",
+      "keeps the previous shot's factors on the GPU; it cannot be combined with --curvature_groups > 1",
+    );
   }
   if (cfg.double) {
     throw new FlagError(
@@ -1064,6 +1084,7 @@ export function resultSettings(cfg: SurgeonConfig): Record<string, unknown> {
     "buffer_dev",
     "lowmem",
     "low_memory", // the same results up to f32 rounding, with less memory (resumable either way)
+    "curvature_groups", // the same factors, bit for bit
   ]);
   return Object.fromEntries(Object.entries(cfg).filter(([k]) => !skip.has(k)));
 }
@@ -1089,6 +1110,7 @@ export function scheduleOptions(cfg: SurgeonConfig): {
   fisherSamples: number;
   maxOutgrad: number;
   diagonal: boolean;
+  curvatureGroups: number;
   structure: "element" | "rowcol" | { n: number; m: number };
   obd: boolean;
   dampG: number;
@@ -1118,6 +1140,7 @@ export function scheduleOptions(cfg: SurgeonConfig): {
     fisherSamples: cfg.fisher_samples,
     maxOutgrad: cfg.max_outgrad,
     diagonal: cfg.diagonal,
+    curvatureGroups: cfg.curvature_groups,
     structure: s.kind === "nm" ? { n: s.n, m: s.m } : s.kind,
     obd: cfg.obd,
     dampG: cfg.damp_g,

@@ -7,6 +7,7 @@
  */
 import type { CausalLM } from "../model/types.ts";
 import { estimateCurvature } from "../curvature/estimate.ts";
+import { estimateCurvatureInGroups } from "../curvature/host.ts";
 import { type Curvature, type CurvatureOptions, disposeCurvature } from "../curvature/types.ts";
 import { loraFinetune, loraSubset } from "./lora.ts";
 import { type PruneOptions, pruneShot, type ShotReport } from "./shot.ts";
@@ -49,6 +50,12 @@ export type ScheduleOptions =
     lora?: { lr: number; subset: number; epochs: number } | null;
     /** Seed of all randomness (sampled Fisher labels, LoRA init and subsets), combined with the shot. */
     seed: number;
+    /**
+     * Estimate the curvature in this many rounds over groups of decoder layers, keeping the factors
+     * in host memory between rounds (`--curvature_groups`, default 1: one round, factors on the
+     * GPU). The same factors; the calibration work is repeated per group. Not with `reuse`.
+     */
+    curvatureGroups?: number;
   };
 
 /**
@@ -185,6 +192,15 @@ export async function runSchedule(
   if (!(opts.sparsity >= 0 && opts.sparsity <= 1)) {
     throw new PruneOptionError(`--sparsity must be in [0, 1], got ${opts.sparsity}`);
   }
+  const groups = opts.curvatureGroups ?? 1;
+  if (!Number.isInteger(groups) || groups < 1) {
+    throw new PruneOptionError(`--curvature_groups must be a positive integer, got ${groups}`);
+  }
+  if (groups > 1 && opts.reuse) {
+    throw new PruneOptionError(
+      "--reuse keeps the previous shot's factors on the GPU; it cannot be combined with --curvature_groups > 1",
+    );
+  }
   const start = opts.startShot ?? 0;
   const log = hooks.onProgress ?? (() => {});
   let prev: Curvature | null = null;
@@ -194,7 +210,9 @@ export async function runSchedule(
       const X = shotData(calibration, k, opts);
       const seed = shotSeed(opts.seed, k);
       rt?.resetPeak();
-      const curv = await estimateCurvature(model, X, {
+      const target = linearTarget(k, S, opts.sparsity);
+      let report: ShotReport;
+      const curvOpts: CurvatureOptions = {
         kind: opts.kind,
         useIad: opts.useIad,
         kpcaIter: opts.kpcaIter,
@@ -207,16 +225,24 @@ export async function runSchedule(
         seed,
         reuse: opts.reuse ? prev : null,
         onProgress: log,
-      });
-      disposeCurvature(prev);
-      prev = null;
-      const target = linearTarget(k, S, opts.sparsity);
-      let report: ShotReport;
-      try {
-        report = await pruneShot(model, curv, target, opts);
-      } finally {
-        if (opts.reuse) prev = curv;
-        else disposeCurvature(curv);
+      };
+      if (groups > 1) {
+        const host = await estimateCurvatureInGroups(model, X, curvOpts, groups);
+        try {
+          report = await pruneShot(model, host, target, opts);
+        } finally {
+          host.clear();
+        }
+      } else {
+        const curv = await estimateCurvature(model, X, curvOpts);
+        disposeCurvature(prev);
+        prev = null;
+        try {
+          report = await pruneShot(model, curv, target, opts);
+        } finally {
+          if (opts.reuse) prev = curv;
+          else disposeCurvature(curv);
+        }
       }
       // Peak GPU buffer memory of the shot (curvature and pruning), to size runs with.
       const peak = rt ? `, peak GPU memory ${(rt.peakBytes / 2 ** 30).toFixed(2)} GiB` : "";

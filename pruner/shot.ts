@@ -9,7 +9,8 @@ import { Tensor } from "../kernels/tensor.ts";
 import type { CausalLM, PrunableLinear } from "../model/types.ts";
 import { kthSmallestCounts } from "../kernels/select.ts";
 import { nmGroupCosts, nmMask, nonZeroCounts, readAll, rowColMap } from "../curvature/_ops.ts";
-import type { Curvature } from "../curvature/types.ts";
+import { type Curvature, disposeCurvature } from "../curvature/types.ts";
+import { HostCurvature, toDevice } from "../curvature/host.ts";
 import { elementCosts, rowColCosts } from "./costs.ts";
 import { disposePrepared, type Prepared, prepareModules, type PrepareOptions } from "./prepare.ts";
 import {
@@ -212,19 +213,24 @@ export async function sparsityStats(model: CausalLM): Promise<SparsityStats> {
 class ModuleSource {
   private constructor(
     private readonly lins: PrunableLinear[],
-    private readonly curv: Curvature,
+    private readonly curv: Curvature | HostCurvature,
     private readonly popts: PrepareOptions,
     private all: Prepared[] | null,
   ) {}
 
-  /** Prepares every module now, or none yet when `lowMemory`. */
+  /**
+   * Prepares every module now, or none yet when `lowMemory` (always with host curvature, which
+   * is uploaded one module at a time).
+   */
   static async open(
     lins: PrunableLinear[],
-    curv: Curvature,
+    curv: Curvature | HostCurvature,
     popts: PrepareOptions,
     lowMemory: boolean,
   ): Promise<ModuleSource> {
-    const all = lowMemory ? null : await prepareModules(lins, curv, popts);
+    const all = lowMemory || curv instanceof HostCurvature
+      ? null
+      : await prepareModules(lins, curv, popts);
     return new ModuleSource(lins, curv, popts, all);
   }
 
@@ -235,11 +241,22 @@ class ModuleSource {
         await fn(this.all[i], i);
         continue;
       }
-      const [p] = await prepareModules([this.lins[i]], this.curv, this.popts);
+      const lin = this.lins[i];
+      let uploaded: Curvature | null = null;
+      if (this.curv instanceof HostCurvature) {
+        const h = this.curv.get(lin.name);
+        if (!h) throw new Error(`pruner: no curvature for module ${lin.name}`);
+        uploaded = new Map([[lin.name, toDevice(lin.weight.rt, h)]]);
+      }
       try {
-        await fn(p, i);
+        const [p] = await prepareModules([lin], uploaded ?? (this.curv as Curvature), this.popts);
+        try {
+          await fn(p, i);
+        } finally {
+          disposePrepared([p]);
+        }
       } finally {
-        disposePrepared([p]);
+        disposeCurvature(uploaded);
       }
     }
   }
@@ -277,7 +294,8 @@ function updateOptions(opts: PruneOptions): UpdateOptions {
  * and stay exactly zero.
  *
  * @param model the model (its prunable weights are modified)
- * @param curv curvature of every module (from `estimateCurvature`)
+ * @param curv curvature of every module (from `estimateCurvature`), or in host memory (from
+ *   `estimateCurvatureInGroups`: uploaded one module at a time, as with `lowMemory`)
  * @param target cumulative sparsity in [0, 1]
  * @param opts structure and method options
  * @example Usage
@@ -289,7 +307,7 @@ function updateOptions(opts: PruneOptions): UpdateOptions {
  */
 export async function pruneShot(
   model: CausalLM,
-  curv: Curvature,
+  curv: Curvature | HostCurvature,
   target: number,
   opts: PruneOptions,
 ): Promise<ShotReport> {

@@ -158,6 +158,12 @@ Deno.test("validateConfig() names the flag for bad values and incompatible combi
   rejects(["--use_iad", "--skip", "40"], "--skip", /\[0, shots = 40\)/);
   rejects(["--use_iad", "--lora_subset", "0"], "--lora_subset", /\(0, 1\]/);
   rejects(["--use_iad", "--schedule", "cubic"], "--schedule", /only linear/);
+  rejects(["--use_iad", "--curvature_groups", "0"], "--curvature_groups", /positive number/);
+  rejects(
+    ["--kpca_iter", "2", "--reuse", "--curvature_groups", "2"],
+    "--reuse",
+    /cannot be combined with --curvature_groups/,
+  );
   rejects(["--use_iad", "--seqlen", "1"], "--seqlen", /≥ 2/);
   rejects(["--use_iad", "--eval_samples", "0"], "--eval_samples", /≥ 1/);
   assert.throws(() => parseFlags(["stray"]), /unexpected argument "stray"/);

@@ -2,8 +2,9 @@ import assert from "node:assert/strict";
 import { fromWeights } from "../model/load.ts";
 import type { CausalLM, ModelConfig } from "../model/types.ts";
 import { estimateCurvature } from "../curvature/estimate.ts";
+import { estimateCurvatureInGroups } from "../curvature/host.ts";
 import { disposeCurvature } from "../curvature/types.ts";
-import { type PruneOptions, pruneShot } from "../pruner/mod.ts";
+import { presetFor, type PruneOptions, pruneShot, runSchedule } from "../pruner/mod.ts";
 import { randomWeights, tinyLlamaConfig, tinyOptConfig, weightSource } from "./_tiny_models.ts";
 import { Rng } from "./_util.ts";
 
@@ -99,5 +100,96 @@ Deno.test("estimateCurvature({ lowMemory }): one buffer per factor, the same fac
   assert.equal(compared, 2 * model.linears().length);
   disposeCurvature(plain);
   disposeCurvature(lean);
+  model.dispose();
+});
+
+Deno.test("estimateCurvatureInGroups(): the same factors bit for bit, one group on the GPU at a time; pruneShot takes them", async () => {
+  const cfg = tinyOptConfig({ num_hidden_layers: 3 });
+  const calib = seqs(4, 12, cfg.vocabSize, 9);
+  const make = () => fromWeights(cfg, weightSource(randomWeights(cfg, 5)));
+  const opts = { kind: "kfac" as const, useIad: true, diagonal: true };
+  // one pass over all layers, factors on the GPU
+  const m1 = await make();
+  const rt = m1.linears()[0].weight.rt;
+  let base = rt.liveBytes;
+  rt.resetPeak();
+  const dev = await estimateCurvature(m1, calib, opts);
+  const peakAll = rt.peakBytes - base;
+  // three rounds of one layer each, factors in host memory
+  const m2 = await make();
+  const lines: string[] = [];
+  base = rt.liveBytes;
+  rt.resetPeak();
+  const host = await estimateCurvatureInGroups(
+    m2,
+    calib,
+    { ...opts, onProgress: (m) => lines.push(m) },
+    3,
+  );
+  const peakGroups = rt.peakBytes - base;
+  assert.equal(rt.liveBytes, base, "no factor is left on the GPU");
+  assert.ok(peakGroups < peakAll, `peak ${peakGroups} in groups, ${peakAll} in one pass`);
+  assert.ok(lines.some((l) => /^layer group 3\/3 \(layers 2–2\): .*host memory/.test(l)), lines[0]);
+  assert.equal(host.size, dev.size);
+  for (const [name, l] of dev) {
+    const h = host.get(name)!;
+    assert.equal(h.kind, l.kind);
+    const pairs = [
+      ...l.G.map((t, i) => [t, h.G[i]] as const),
+      ...l.A.map((t, i) => [t, h.A[i]] as const),
+    ];
+    pairs.push([l.D!, h.D!]);
+    for (const [t, f] of pairs) {
+      assert.deepEqual(f.shape, t.shape);
+      assert.deepEqual(f.data, await t.read(), `${name} ${f.name}`);
+    }
+  }
+  // pruning from host factors: the same weights as from GPU factors
+  const r1 = await pruneShot(m1, dev, 0.3, { structure: "rowcol" });
+  const r2 = await pruneShot(m2, host, 0.3, { structure: "rowcol" });
+  assert.equal(r2.removedUnits, r1.removedUnits);
+  const [w1, w2] = [await weightsOf(m1), await weightsOf(m2)];
+  w1.forEach((x, i) => assert.deepEqual(w2[i], x, `tensor ${i}`));
+  disposeCurvature(dev);
+  m1.dispose();
+  m2.dispose();
+  await assert.rejects(
+    () => estimateCurvatureInGroups(m2, calib, opts, 0),
+    /--curvature_groups must be a positive integer, got 0/,
+  );
+});
+
+Deno.test("runSchedule({ curvatureGroups }): two shots give the same model as one pass per shot", async () => {
+  const cfg = tinyLlamaConfig();
+  const calib = seqs(4, 12, cfg.vocabSize, 10);
+  const run = async (curvatureGroups: number) => {
+    const model = await fromWeights(cfg, weightSource(randomWeights(cfg, 6)));
+    await runSchedule(model, calib, {
+      ...presetFor("surgeon-unstructured", "element"),
+      sparsity: 0.4,
+      shots: 2,
+      maxCorrelate: 32,
+      seed: 100,
+      curvatureGroups,
+    });
+    const w = await weightsOf(model);
+    model.dispose();
+    return w;
+  };
+  const [a, b] = [await run(1), await run(2)];
+  a.forEach((x, i) => assert.deepEqual(b[i], x, `tensor ${i}`));
+  const model = await fromWeights(cfg, weightSource(randomWeights(cfg, 6)));
+  await assert.rejects(
+    () =>
+      runSchedule(model, calib, {
+        ...presetFor("surgeon-structured", "rowcol"),
+        sparsity: 0.2,
+        shots: 1,
+        seed: 1,
+        reuse: true,
+        curvatureGroups: 2,
+      }),
+    /--reuse .*cannot be combined with --curvature_groups/,
+  );
   model.dispose();
 });
