@@ -113,6 +113,7 @@ export async function estimateCurvature(
   }
   const only = opts.modules;
   const lins = model.linears().filter((l) => !only || only.has(l.name));
+  const lowestLayer = lins.reduce((m, l) => Math.min(m, l.layer), Infinity);
   const slots: Slot[] = lins.map((lin) => ({
     lin,
     R: lin.outFeatures,
@@ -171,6 +172,8 @@ export async function estimateCurvature(
         maxOutgrad: opts.maxOutgrad ?? 0,
         seed: seedFor(opts.seed ?? 0, b),
         forwardOnly: !needGrad,
+        // Layers below every estimated module need no backward.
+        lowestLayer: only ? lowestLayer : 0,
       });
       const bad = await flags.readU32();
       const k = bad.findIndex((x) => x !== 0);

@@ -684,17 +684,25 @@ export class DecoderLM implements CausalLM {
         this.#headLoss(x, ar.own(this.#targets(ids)), 1, losses, null, 1, null);
         return this.#meanLoss(await losses.read(), T);
       }
-      // Forward, keeping each layer's input (and its activations when they fit the budget).
-      const keepAll = net.savedBytesPerLayer(T) * net.numLayers <= DecoderLM.activationBudget;
+      // Forward, keeping each layer's input (and its activations when they fit the budget) from
+      // lowestLayer up: the backward stops there.
+      const lowest = opts.lowestLayer ?? 0;
+      if (!Number.isInteger(lowest) || lowest < 0) {
+        throw new ModelError(`lowestLayer must be a non-negative integer, got ${lowest}`);
+      }
+      const keepAll =
+        net.savedBytesPerLayer(T) * (net.numLayers - Math.min(lowest, net.numLayers)) <=
+          DecoderLM.activationBudget;
       const inputs: Tensor[] = [];
       const saved: (Arena | null)[] = [];
       let h = ar.own(net.embed(idsT, 0));
       for (let l = 0; l < net.numLayers; l++) {
         inputs.push(h);
-        const r = await net.layerForward(l, h, { pos0: 0, kv: null, save: keepAll, taps: null });
+        const save = keepAll && l >= lowest;
+        const r = await net.layerForward(l, h, { pos0: 0, kv: null, save, taps: null });
         saved.push(r.saved);
         h = ar.own(r.out);
-        await this.#pace(T, keepAll ? 0.5 : 1);
+        await this.#pace(T, save ? 0.5 : 1);
       }
       const fin = net.finalForward(h, true);
       ar.own(fin.out);
@@ -716,8 +724,9 @@ export class DecoderLM implements CausalLM {
       this.#headLoss(fin.out, targets, samples, losses, dx, 1 / (T - 1), uniforms);
       let dh = net.finalBackward(dx, fin.saved!);
       fin.saved!.dispose();
-      // Backward, layer by layer in reverse, recomputing activations where they were not kept.
-      for (let l = net.numLayers - 1; l >= 0; l--) {
+      // Backward, layer by layer in reverse, recomputing activations where they were not kept,
+      // down to lowestLayer.
+      for (let l = net.numLayers - 1; l >= lowest; l--) {
         let sv = saved[l];
         if (!sv) {
           const r = await net.layerForward(l, inputs[l], {

@@ -137,6 +137,12 @@ export interface CalibrationOptions {
   seed?: number;
   /** Only run the forward pass (taps get `g = null`). */
   forwardOnly?: boolean;
+  /**
+   * Stop the backward pass at this decoder layer: layers below it get no taps and no gradient
+   * (their taps are not wanted, e.g. when the curvature is estimated over groups of layers).
+   * Default 0: every layer.
+   */
+  lowestLayer?: number;
 }
 
 /**

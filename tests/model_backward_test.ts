@@ -174,6 +174,30 @@ Deno.test("calibrate: forwardOnly taps (g = null) in forward order with the same
   }
 });
 
+Deno.test("calibrate: lowestLayer stops the backward there, with the same taps above it", async () => {
+  const cfg = tinyLlamaConfig({ num_hidden_layers: 3 });
+  const model = await fromWeights(cfg, weightSource(randomWeights(cfg, 8)));
+  try {
+    const full = await collect(model, IDS); // (the first call also builds cached tables)
+    const live = model.linears()[0].weight.rt.liveBytes;
+    const part = await collect(model, IDS, { lowestLayer: 2 });
+    assert.equal(part.loss, full.loss);
+    const above = full.taps.filter((t) => t.lin.layer >= 2);
+    assert.deepEqual(part.taps.map((t) => t.lin.name), above.map((t) => t.lin.name));
+    part.taps.forEach((t, i) => {
+      assert.deepEqual(t.a, above[i].a, `${t.lin.name} a`);
+      assert.deepEqual(t.g, above[i].g, `${t.lin.name} g`);
+    });
+    assert.equal(model.linears()[0].weight.rt.liveBytes, live, "nothing left behind");
+    await assert.rejects(
+      () => model.calibrate(IDS, () => {}, { lowestLayer: -1 }),
+      /lowestLayer must be a non-negative integer, got -1/,
+    );
+  } finally {
+    model.dispose();
+  }
+});
+
 Deno.test("calibrate: sampled Fisher is seeded, zero at the last position, and differs from the empirical Fisher", async () => {
   const cfg = tinyLlamaConfig();
   const model = await fromWeights(cfg, weightSource(randomWeights(cfg, 7)));
