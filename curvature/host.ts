@@ -4,8 +4,8 @@
  * do not fit next to its weights (Llama-2-7B: ≈ 70 GB of rank-1 factors in f32) the layers are
  * split into groups: each group's factors are estimated on the GPU, copied to host memory and
  * freed before the next group. `pruneShot` then uploads one module's factors at a time. The
- * factors are the same, bit for bit, as those of one pass over all layers; the calibration work
- * is repeated once per group.
+ * factors are the same, bit for bit, as those of one pass over all layers. The forward passes are
+ * repeated once per group; each group's backward stops at its lowest layer.
  *
  * @module
  */

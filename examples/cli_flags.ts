@@ -311,7 +311,7 @@ export const FLAGS: readonly FlagSpec[] = [
     default: 1,
     group: "curvature",
     help:
-      "Estimate the factors in this many rounds over groups of decoder layers, moving each group's factors to host memory: the GPU holds one group's factors at a time (for models whose factors do not fit beside the weights, e.g. 7B). Same factors; calibration repeated per group. Implies --low_memory pruning; not with --reuse.",
+      "Estimate the factors in this many rounds over groups of decoder layers, moving each group's factors to host memory: the GPU holds one group's factors at a time (for models whose factors do not fit beside the weights, e.g. 7B). Same factors; forward passes repeated per group, backward passes only down to the group. Implies --low_memory pruning; not with --reuse.",
   },
   {
     name: "eigenfix",

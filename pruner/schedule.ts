@@ -53,7 +53,7 @@ export type ScheduleOptions =
     /**
      * Estimate the curvature in this many rounds over groups of decoder layers, keeping the factors
      * in host memory between rounds (`--curvature_groups`, default 1: one round, factors on the
-     * GPU). The same factors; the calibration work is repeated per group. Not with `reuse`.
+     * GPU). The same factors; the forward passes are repeated per group. Not with `reuse`.
      */
     curvatureGroups?: number;
   };
