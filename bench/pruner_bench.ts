@@ -14,6 +14,9 @@
  *   --structures "row column" --sparsity 0.2 --methods magnitude,l-obd,kron-obd,surgeon
  * ```
  *
+ * Each line also reports `peak_mib`, the peak GPU buffer memory of the schedule (model included);
+ * `--low-memory 1` and `--curvature-groups G` select the memory modes of the command line.
+ *
  * @module
  */
 import { parseArgs } from "node:util";
@@ -54,6 +57,10 @@ export interface PrunerBenchOptions {
   "max-correlate": string;
   /** Calibration seed. */
   seed: string;
+  /** "1": `--low_memory` (one buffer per factor, one module's inverses at a time). */
+  "low-memory": string;
+  /** `--curvature_groups` ("1": one pass over all layers). */
+  "curvature-groups": string;
 }
 
 /** The `deno task bench` settings (see the module doc). */
@@ -69,6 +76,8 @@ export const BENCH_DEFAULTS: PrunerBenchOptions = {
   windows: "16",
   "max-correlate": "",
   seed: "100",
+  "low-memory": "",
+  "curvature-groups": "1",
 };
 
 /**
@@ -127,7 +136,11 @@ export async function run(
         shots: a.shots ? Number(a.shots) : (preset.shots ?? 1),
         seed: Number(a.seed),
         ...(a["max-correlate"] ? { maxCorrelate: Number(a["max-correlate"]) } : {}),
+        lowMemory: a["low-memory"] === "1",
+        curvatureGroups: Number(a["curvature-groups"] || "1"),
       };
+      const rt = model.linears()[0].weight.rt;
+      rt.resetPeak();
       const t0 = performance.now();
       let last = { sparsity: 0, ppl: NaN };
       await runSchedule(model, calib, opts, {
@@ -151,6 +164,10 @@ export async function run(
         denseppl: dense.ppl,
         sparsity: last.sparsity,
         ppl: last.ppl,
+        // Peak GPU buffer memory of the schedule (model included), MiB.
+        peak_mib: Math.round(rt.peakBytes / 2 ** 20 * 10) / 10,
+        ...(opts.lowMemory ? { low_memory: true } : {}),
+        ...(opts.curvatureGroups! > 1 ? { curvature_groups: opts.curvatureGroups } : {}),
       });
     } finally {
       model.dispose();
