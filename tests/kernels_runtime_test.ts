@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { gpu, GpuError, packParams } from "../kernels/device.ts";
+import { gpu, GpuError, packParams, POOL_MIN_BYTES } from "../kernels/device.ts";
 import { scope, Tensor } from "../kernels/tensor.ts";
-import { map } from "../kernels/elementwise.ts";
+import { fill, map } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/gemm.ts";
 import { reduce } from "../kernels/reduce.ts";
 
@@ -116,4 +116,42 @@ Deno.test("kernel() refuses a second, different source under a name already comp
     () => rt.kernel("test_unique_name", src(2)),
     /test_unique_name.*another WGSL source/,
   );
+});
+
+Deno.test("software adapters reuse released large buffers, cleared to zeros, outside liveBytes", async () => {
+  const rt = await gpu();
+  if (!rt.adapter.isSoftware) return; // the pool is for software adapters only
+  rt.drainPool();
+  const live = rt.liveBytes;
+  const n = POOL_MIN_BYTES / 4; // one buffer of exactly the pooled minimum
+  const a = await Tensor.from(new Float32Array(n).fill(7), [n]);
+  const buffer = a.range().buffer;
+  a.dispose();
+  assert.equal(rt.liveBytes, live);
+  assert.equal(rt.pooledBytes, POOL_MIN_BYTES);
+  // The same size again: the same buffer, reading as zeros like a new one.
+  const b = Tensor.emptySync(rt, [n], "f32", "reused");
+  assert.equal(b.range().buffer, buffer);
+  assert.equal(rt.pooledBytes, 0);
+  const x = await b.read();
+  assert.equal(x.length, n);
+  assert.ok(x.every((v) => v === 0), "a reused buffer reads as zeros");
+  // Work recorded before the release still sees the old contents: a copy of a, then a disposed
+  // and b reused and written, in one submission.
+  const c = await Tensor.from(Float32Array.from({ length: n }, (_, i) => i % 97), [n]);
+  const copy = c.clone("copy of c");
+  c.dispose();
+  const d = Tensor.emptySync(rt, [n], "f32", "after c");
+  fill(d, 3);
+  const got = await copy.read();
+  assert.ok(got.every((v, i) => v === i % 97), "the copy recorded before the reuse");
+  assert.ok((await d.read()).every((v) => v === 3));
+  // Small buffers are never pooled.
+  const s = await Tensor.from(new Float32Array(16), [16]);
+  s.dispose();
+  assert.equal(rt.pooledBytes, 0);
+  for (const t of [b, copy, d]) t.dispose();
+  rt.drainPool();
+  assert.equal(rt.pooledBytes, 0);
+  assert.equal(rt.liveBytes, live);
 });
