@@ -74,6 +74,12 @@ export class Rng {
   }
 }
 
+/** `n` token sequences of length `T` drawn uniformly from a vocabulary of `vocab` (seeded). */
+export function randomSequences(n: number, T: number, vocab: number, seed: number): Int32Array[] {
+  const rng = new Rng(seed);
+  return Array.from({ length: n }, () => Int32Array.from({ length: T }, () => rng.int(vocab)));
+}
+
 /** float64 C = op(A)·op(B) for row-major arrays. */
 export function matmulRef(
   a: ArrayLike<number>,

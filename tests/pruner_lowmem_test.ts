@@ -6,12 +6,7 @@ import { estimateCurvatureInGroups } from "../curvature/host.ts";
 import { disposeCurvature } from "../curvature/types.ts";
 import { presetFor, type PruneOptions, pruneShot, runSchedule } from "../pruner/mod.ts";
 import { randomWeights, tinyLlamaConfig, tinyOptConfig, weightSource } from "./_tiny_models.ts";
-import { Rng } from "./_util.ts";
-
-function seqs(n: number, T: number, vocab: number, seed: number): Int32Array[] {
-  const rng = new Rng(seed);
-  return Array.from({ length: n }, () => Int32Array.from({ length: T }, () => rng.int(vocab)));
-}
+import { randomSequences } from "./_util.ts";
 
 async function weightsOf(model: CausalLM): Promise<Float32Array[]> {
   const out: Float32Array[] = [];
@@ -35,7 +30,7 @@ Deno.test("pruneShot({ lowMemory }): one module prepared at a time gives bit-ide
   ];
   for (const [what, config, opts, krank] of cases) {
     const cfg = config();
-    const calib = seqs(4, 12, cfg.vocabSize, 7);
+    const calib = randomSequences(4, 12, cfg.vocabSize, 7);
     const run = async (lowMemory: boolean) => {
       const model = await fromWeights(cfg, weightSource(randomWeights(cfg, 3)));
       const curv = await estimateCurvature(model, calib, {
@@ -69,7 +64,7 @@ Deno.test("estimateCurvature({ lowMemory }): one buffer per factor, the same fac
   const cfg = tinyOptConfig();
   const model = await fromWeights(cfg, weightSource(randomWeights(cfg, 4)));
   // 9 sequences: the default folds a second buffer into each factor every 3 sequences.
-  const calib = seqs(9, 10, cfg.vocabSize, 8);
+  const calib = randomSequences(9, 10, cfg.vocabSize, 8);
   const rt = model.linears()[0].weight.rt;
   const peakOf = async (lowMemory: boolean) => {
     const before = rt.liveBytes;
@@ -105,7 +100,7 @@ Deno.test("estimateCurvature({ lowMemory }): one buffer per factor, the same fac
 
 Deno.test("estimateCurvatureInGroups(): the same factors bit for bit, one group on the GPU at a time; pruneShot takes them", async () => {
   const cfg = tinyOptConfig({ num_hidden_layers: 3 });
-  const calib = seqs(4, 12, cfg.vocabSize, 9);
+  const calib = randomSequences(4, 12, cfg.vocabSize, 9);
   const make = () => fromWeights(cfg, weightSource(randomWeights(cfg, 5)));
   const opts = { kind: "kfac" as const, useIad: true, diagonal: true };
   // one pass over all layers, factors on the GPU
@@ -161,7 +156,7 @@ Deno.test("estimateCurvatureInGroups(): the same factors bit for bit, one group 
 
 Deno.test("runSchedule({ curvatureGroups }): two shots give the same model as one pass per shot", async () => {
   const cfg = tinyLlamaConfig();
-  const calib = seqs(4, 12, cfg.vocabSize, 10);
+  const calib = randomSequences(4, 12, cfg.vocabSize, 10);
   const run = async (curvatureGroups: number) => {
     const model = await fromWeights(cfg, weightSource(randomWeights(cfg, 6)));
     await runSchedule(model, calib, {

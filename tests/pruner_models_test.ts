@@ -3,12 +3,7 @@ import { fromWeights } from "../model/load.ts";
 import type { CausalLM } from "../model/types.ts";
 import { presetFor, runSchedule, sparsityStats } from "../pruner/mod.ts";
 import { randomWeights, tinyLlamaConfig, tinyOptConfig, weightSource } from "./_tiny_models.ts";
-import { Rng } from "./_util.ts";
-
-function seqs(n: number, T: number, vocab: number, seed: number): Int32Array[] {
-  const rng = new Rng(seed);
-  return Array.from({ length: n }, () => Int32Array.from({ length: T }, () => rng.int(vocab)));
-}
+import { randomSequences } from "./_util.ts";
 
 async function meanNll(model: CausalLM, xs: Int32Array[]): Promise<number> {
   let s = 0;
@@ -19,7 +14,7 @@ async function meanNll(model: CausalLM, xs: Int32Array[]): Promise<number> {
 Deno.test("runSchedule() on a tiny random OPT: structured LLM Surgeon with LoRA between shots", async () => {
   const cfg = tinyOptConfig();
   const model = await fromWeights(cfg, weightSource(randomWeights(cfg, 1)));
-  const calib = seqs(3, 12, cfg.vocabSize, 4);
+  const calib = randomSequences(3, 12, cfg.vocabSize, 4);
   const seen: number[] = [];
   await runSchedule(model, calib, {
     ...presetFor("surgeon-structured", "rowcol"),
@@ -45,7 +40,7 @@ Deno.test("runSchedule() on a tiny random OPT: structured LLM Surgeon with LoRA 
 Deno.test("runSchedule() on a tiny random Llama (no biases): 2:4 LLM Surgeon gives valid patterns", async () => {
   const cfg = tinyLlamaConfig();
   const model = await fromWeights(cfg, weightSource(randomWeights(cfg, 2)));
-  const calib = seqs(3, 12, cfg.vocabSize, 5);
+  const calib = randomSequences(3, 12, cfg.vocabSize, 5);
   const before = await meanNll(model, calib);
   await runSchedule(model, calib, {
     ...presetFor("surgeon-semistructured", { n: 2, m: 4 }),

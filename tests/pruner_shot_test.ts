@@ -14,12 +14,7 @@ import {
   type ShotReport,
   sparsityStats,
 } from "../pruner/mod.ts";
-import { Rng } from "./_util.ts";
-
-function seqsOf(n: number, T: number, vocab: number, seed: number): Int32Array[] {
-  const rng = new Rng(seed);
-  return Array.from({ length: n }, () => Int32Array.from({ length: T }, () => rng.int(vocab)));
-}
+import { randomSequences, Rng } from "./_util.ts";
 
 async function zeroMasks(model: ToyModel): Promise<boolean[][]> {
   const out: boolean[][] = [];
@@ -32,7 +27,7 @@ async function zeroMasks(model: ToyModel): Promise<boolean[][]> {
 }
 
 Deno.test("R12: pruned fc1 rows make fc2 columns dead, pruned fc2 columns make fc1 rows dead", async () => {
-  const seqs = seqsOf(2, 5, 11, 1);
+  const seqs = randomSequences(2, 5, 11, 1);
   const m1 = await optLikeToy(2);
   const [fc1, fc2] = m1.linears();
   const j = 2, d = fc1.inFeatures;
@@ -88,7 +83,7 @@ Deno.test("R13: linear schedule, zeros only grow, final 2:4 pattern valid on eve
   [0.1, 0.2, 0.3, 0.4, 0.5].forEach((t, i) =>
     assert.ok(Math.abs(linearTarget(i + 1, 5, 0.5) - t) < 1e-15)
   );
-  const seqs = seqsOf(3, 6, 11, 3);
+  const seqs = randomSequences(3, 6, 11, 3);
   for (const structure of ["element", { n: 2, m: 4 }] as const) {
     const model = await optLikeToy(5, 8, 12);
     // A dead ReLU unit: fc1 row 1 and its bias are zero, so fc2's column 1 is dead.
@@ -148,7 +143,7 @@ Deno.test("R13: linear schedule, zeros only grow, final 2:4 pattern valid on eve
 });
 
 Deno.test("runSchedule() structured: removed rows/columns stay zero; a resumed run equals an uninterrupted one", async () => {
-  const seqs = seqsOf(3, 6, 11, 9);
+  const seqs = randomSequences(3, 6, 11, 9);
   const opts = {
     ...surgeon("rowcol"),
     sparsity: 0.3,
@@ -283,7 +278,7 @@ Deno.test("loraFinetune() trains adapters on the attention projections, lowers t
     { kind: "out_proj", inF: 6, outF: 6, bias: false, act: "none" },
     { kind: "fc1", inF: 6, outF: 6, bias: true, act: "none" },
   ], 13);
-  const seqs = seqsOf(4, 6, 11, 2);
+  const seqs = randomSequences(4, 6, 11, 2);
   // Prune a little so that zeros must survive absorption.
   const curv = await estimateCurvature(model, seqs, { kind: "identity" });
   await pruneShot(model, curv, 0.3, { structure: "element", obd: true });
