@@ -263,8 +263,7 @@ export class Runtime {
       this.#pooled -= size;
       this.#endPass();
       this.#commandEncoder().clearBuffer(reused);
-      this.#live += size;
-      if (this.#live > this.#peak) this.#peak = this.#live;
+      this.#addLive(size);
       return reused;
     }
     if (size > this.device.limits.maxBufferSize) {
@@ -282,9 +281,20 @@ export class Runtime {
     });
     this.#watch(label, "creating a buffer of " + size + " bytes");
     this.#watch(label, "creating a buffer of " + size + " bytes (out of memory)");
+    this.#addLive(size);
+    return buffer;
+  }
+
+  /** Counts `size` more live bytes, raising the peak with them. */
+  #addLive(size: number): void {
     this.#live += size;
     if (this.#live > this.#peak) this.#peak = this.#live;
-    return buffer;
+  }
+
+  /** Destroys a buffer once the work recorded so far no longer needs it. */
+  #destroyAfterWork(buffer: GPUBuffer): void {
+    if (this.#encoder) this.#toDestroy.push(buffer);
+    else buffer.destroy();
   }
 
   /**
@@ -306,8 +316,7 @@ export class Runtime {
       this.#pooled += size;
       return;
     }
-    if (this.#encoder) this.#toDestroy.push(buffer);
-    else buffer.destroy();
+    this.#destroyAfterWork(buffer);
   }
 
   /** Bytes of released buffers kept for reuse (software adapters; see {@link releaseBuffer}). */
@@ -317,12 +326,7 @@ export class Runtime {
 
   /** Destroys the pooled buffers (after pending work), returning their memory. */
   drainPool(): void {
-    for (const list of this.#pool.values()) {
-      for (const b of list) {
-        if (this.#encoder) this.#toDestroy.push(b);
-        else b.destroy();
-      }
-    }
+    for (const list of this.#pool.values()) list.forEach((b) => this.#destroyAfterWork(b));
     this.#pool.clear();
     this.#pooled = 0;
   }
