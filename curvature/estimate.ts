@@ -173,7 +173,7 @@ export async function estimateCurvature(
         seed: seedFor(opts.seed ?? 0, b),
         forwardOnly: !needGrad,
         // Layers below every estimated module need no backward.
-        lowestLayer: only ? lowestLayer : 0,
+        lowestLayer,
       });
       const bad = await flags.readU32();
       const k = bad.findIndex((x) => x !== 0);

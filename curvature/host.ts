@@ -18,6 +18,7 @@ import {
   CurvatureError,
   type CurvatureKind,
   type CurvatureOptions,
+  disposeCurvature,
   type LayerCurvature,
 } from "./types.ts";
 
@@ -205,11 +206,7 @@ export async function estimateCurvatureInGroups(
         curv.delete(name);
       }
     } finally {
-      if (curv) {
-        for (const l of curv.values()) {
-          for (const t of [...l.G, ...l.A, ...(l.D ? [l.D] : [])]) t.dispose();
-        }
-      }
+      disposeCurvature(curv); // what an error left on the GPU
     }
     opts.onProgress?.(
       `${label}: ${names.size} modules' factors moved to host memory (${

@@ -244,9 +244,9 @@ class ModuleSource {
       const lin = this.lins[i];
       let uploaded: Curvature | null = null;
       if (this.curv instanceof HostCurvature) {
+        // A module without curvature is reported by prepareModules.
         const h = this.curv.get(lin.name);
-        if (!h) throw new Error(`pruner: no curvature for module ${lin.name}`);
-        uploaded = new Map([[lin.name, toDevice(lin.weight.rt, h)]]);
+        uploaded = new Map(h ? [[lin.name, toDevice(lin.weight.rt, h)]] : []);
       }
       try {
         const [p] = await prepareModules([lin], uploaded ?? (this.curv as Curvature), this.popts);
