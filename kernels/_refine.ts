@@ -28,27 +28,36 @@ export function inverseTol(op: string, tol: number | undefined): number {
 }
 
 /**
- * The damping policy of `retryDamping`: after a failed pivot, up to 4 retries, each with 10×
- * the damping (1e-5 after none), announced by a warning. Returns the next damping, or null when
- * the caller should rethrow.
+ * The damping policy of `retryDamping`: runs `attempt` with damping `damp`; when it fails with an
+ * error `retryable` accepts (a failed pivot) and `retry` is on, tries again up to 4 times, each
+ * with 10× the damping (1e-5 after none), announcing each retry and a late success by a warning.
+ * Other errors, and the last failure, are rethrown.
  *
- * @param op the operation named in the warning
- * @param message the failure's message
- * @param damp the damping that failed
- * @param attempt attempts so far (0 after the first failure)
+ * @param op the operation named in the warnings
+ * @param damp the first damping
  * @param retry the caller's `retryDamping` option
+ * @param retryable which errors a larger damping may cure
+ * @param attempt the work, given the damping to use
+ * @returns the attempt's value and the damping it succeeded with
  */
-export function nextDamping(
+export async function withRetryDamping<T>(
   op: string,
-  message: string,
   damp: number,
-  attempt: number,
   retry: boolean | undefined,
-): number | null {
-  if (!retry || attempt >= 4) return null;
-  const next = damp > 0 ? damp * 10 : 1e-5;
-  console.warn(`${op}: ${message}; retrying with damping λ = ${next}`);
-  return next;
+  retryable: (e: unknown) => boolean,
+  attempt: (damp: number) => Promise<T>,
+): Promise<{ value: T; damp: number }> {
+  for (let tries = 0;; tries++) {
+    try {
+      const value = await attempt(damp);
+      if (tries > 0) console.warn(`${op}: succeeded with damping λ = ${damp}`);
+      return { value, damp };
+    } catch (e) {
+      if (!retry || tries >= 4 || !retryable(e)) throw e;
+      damp = damp > 0 ? damp * 10 : 1e-5;
+      console.warn(`${op}: ${(e as Error).message}; retrying with damping λ = ${damp}`);
+    }
+  }
 }
 
 /** When a refinement loop stops. */

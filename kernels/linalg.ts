@@ -45,7 +45,7 @@ import { map } from "./elementwise.ts";
 import { BAND_OPEN, matmul } from "./gemm.ts";
 import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
-import { inverseTol, newtonRule, nextDamping, refine, SOLVE_RULE } from "./_refine.ts";
+import { inverseTol, newtonRule, refine, SOLVE_RULE, withRetryDamping } from "./_refine.ts";
 import { rowOrder } from "./_order.ts";
 import {
   choleskyBlocks,
@@ -1206,55 +1206,53 @@ export async function spdInverse(M: Tensor, opts: SpdInverseOptions = {}): Promi
   const name = opts.name ?? M.name;
   const n = assertSquare(M, "matrix", `spdInverse(${name})`);
   if (n === 0) return Tensor.emptySync(M.rt, [0, 0], "f32", `${name}:inverse`);
-  let damp = opts.damp ?? 0;
   const maxRefine = opts.maxRefine ?? 8;
   const tol = inverseTol(`spdInverse(${name})`, opts.tol);
   // The symmetric matrix of M's lower triangle: factorised (damped) and used in the residual.
   const Ms = symmetricFromLower(M, `${name}:symmetric`);
   try {
-    for (let attempt = 0;; attempt++) {
-      const status = newStatus(M.rt, name);
-      const Md = dampedCopy(Ms, damp, status, name);
-      let X: Tensor | null = null;
-      let Lt: Tensor | null = null;
-      try {
-        const f = choleskyTree(Md, 0, status);
-        X = inverseFromFactor(f, `${name}:inverse`);
-        if (maxRefine > 0) {
-          const L = factorMatrix(f);
-          Lt = transposed(L, `${name}:Lᵀ`);
-          L.dispose();
+    const { value: { X, Lt, status }, damp } = await withRetryDamping(
+      `spdInverse(${name})`,
+      opts.damp ?? 0,
+      opts.retryDamping,
+      (e) => e instanceof NotPositiveDefiniteError,
+      async (damp) => {
+        const status = newStatus(M.rt, name);
+        const Md = dampedCopy(Ms, damp, status, name);
+        let X: Tensor | null = null;
+        let Lt: Tensor | null = null;
+        try {
+          const f = choleskyTree(Md, 0, status);
+          X = inverseFromFactor(f, `${name}:inverse`);
+          if (maxRefine > 0) {
+            const L = factorMatrix(f);
+            Lt = transposed(L, `${name}:Lᵀ`);
+            L.dispose();
+          }
+          disposeFactor(f);
+          Md.dispose();
+          await checkStatus(status, name, damp);
+          return { X, Lt, status };
+        } catch (e) {
+          X?.dispose();
+          Lt?.dispose();
+          Md.dispose();
+          status.dispose();
+          throw e;
         }
-        disposeFactor(f);
-        Md.dispose();
-        await checkStatus(status, name, damp);
-      } catch (e) {
-        X?.dispose();
-        Lt?.dispose();
-        Md.dispose();
-        status.dispose();
-        const next = e instanceof NotPositiveDefiniteError
-          ? nextDamping(`spdInverse(${name})`, e.message, damp, attempt, opts.retryDamping)
-          : null;
-        if (next !== null) {
-          damp = next;
-          continue;
-        }
-        throw e;
-      }
-      if (attempt > 0) console.warn(`spdInverse(${name}): succeeded with damping λ = ${damp}`);
-      try {
-        if (Lt) await refineInverse(Ms, X, Lt, status, damp !== 0, maxRefine, tol, name);
-      } catch (e) {
-        X.dispose();
-        throw e;
-      } finally {
-        Lt?.dispose();
-        status.dispose();
-      }
-      symmetrize(X, "average");
-      return X;
+      },
+    );
+    try {
+      if (Lt) await refineInverse(Ms, X, Lt, status, damp !== 0, maxRefine, tol, name);
+    } catch (e) {
+      X.dispose();
+      throw e;
+    } finally {
+      Lt?.dispose();
+      status.dispose();
     }
+    symmetrize(X, "average");
+    return X;
   } finally {
     Ms.dispose();
   }

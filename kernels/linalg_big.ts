@@ -71,7 +71,7 @@ import {
 import { addDiag, diag, eye, scatterSubmatrix, submatrix, transpose } from "./matrix.ts";
 import { reduce } from "./reduce.ts";
 import { Tensor } from "./tensor.ts";
-import { inverseTol, newtonRule, nextDamping, refine, SOLVE_RULE } from "./_refine.ts";
+import { inverseTol, newtonRule, refine, SOLVE_RULE, withRetryDamping } from "./_refine.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Private helpers
@@ -854,32 +854,23 @@ export async function spdInverseBlocks(
   const n = checkMatrix(M, "matrix", `spdInverseBlocks(${name})`, true);
   const tol = inverseTol(`spdInverseBlocks(${name})`, opts.tol);
   if (n <= 1) return await spdInverse(M, opts);
-  let damp = opts.damp ?? 0;
-  for (let attempt = 0;; attempt++) {
-    let X: Tensor, sigma: number;
-    try {
+  const { value: { X, sigma } } = await withRetryDamping(
+    `spdInverseBlocks(${name})`,
+    opts.damp ?? 0,
+    opts.retryDamping,
+    (e) => e instanceof NotPositiveDefiniteError,
+    async (damp) => {
       const s = await shift(M, damp);
-      sigma = s.sigma;
-      X = await schurInverse(M, sigma, s.d, damp, name, opts.maxRefine);
-    } catch (e) {
-      const next = e instanceof NotPositiveDefiniteError
-        ? nextDamping(`spdInverseBlocks(${name})`, e.message, damp, attempt, opts.retryDamping)
-        : null;
-      if (next !== null) {
-        damp = next;
-        continue;
-      }
-      throw e;
-    }
-    if (attempt > 0) console.warn(`spdInverseBlocks(${name}): succeeded with damping λ = ${damp}`);
-    try {
-      await newtonRefine(M, X, sigma, opts.maxRefine ?? 8, tol, name);
-    } catch (e) {
-      X.dispose();
-      throw e;
-    }
-    return X;
+      return { X: await schurInverse(M, s.sigma, s.d, damp, name, opts.maxRefine), sigma: s.sigma };
+    },
+  );
+  try {
+    await newtonRefine(M, X, sigma, opts.maxRefine ?? 8, tol, name);
+  } catch (e) {
+    X.dispose();
+    throw e;
   }
+  return X;
 }
 
 /** Newton steps `X ← X + X·(I − M_d·X)` with the extended-precision residual (see above). */
