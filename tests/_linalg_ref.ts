@@ -50,6 +50,23 @@ export function triSolve64(
   return x;
 }
 
+/**
+ * Solves op(T)·X = B (`side` "left", B n×k) or X·op(T) = B ("right", B k×n) in float64; the right
+ * side as op(T)ᵀ·Xᵀ = Bᵀ.
+ */
+export function triSolveSide64(
+  T: ArrayLike<number>,
+  n: number,
+  b: ArrayLike<number>,
+  k: number,
+  lower: boolean,
+  transpose: boolean,
+  side: "left" | "right",
+): Float64Array {
+  if (side === "left") return triSolve64(T, n, b, k, lower, transpose);
+  return transposed(triSolve64(T, n, transposed(b, k, n), k, lower, !transpose), n, k);
+}
+
 /** Solves M·X = B (M SPD, B n×k) in float64. */
 export function spdSolve64(
   m: ArrayLike<number>,
